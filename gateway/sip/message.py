@@ -646,3 +646,26 @@ def make_response(
     for k, v in extra:
         items.append((canonical_name(k), v))
     return Response(status, reason, h, body)
+
+
+def replace_top_via(msg: Message, value: str) -> None:
+    """Replace the first Via value, wherever it sits (a line may hold several)."""
+    items = msg.headers.items
+    for i, (k, v) in enumerate(items):
+        if k == "Via":
+            parts = split_list(v)
+            parts[0] = value
+            items[i] = (k, ", ".join(parts))
+            return
+
+
+def pop_top_via(msg: Message) -> None:
+    items = msg.headers.items
+    for i, (k, v) in enumerate(items):
+        if k == "Via":
+            parts = split_list(v)
+            if len(parts) > 1:
+                items[i] = (k, ", ".join(parts[1:]))
+            else:
+                del items[i]
+            return
