@@ -112,6 +112,8 @@ class Leg:
     # UAC side
     got_provisional: bool = False
     cancel_pending: bool = False
+    cancel_sent: bool = False
+    ring_timer: Timer | None = None
     ack: bytes | None = None
     invite_attempts: int = 0
     # in-dialog offer/answer in progress on this leg
@@ -149,10 +151,11 @@ class CallLayer:
     """Handles INVITE, ACK, BYE, CANCEL, UPDATE and INFO for the core."""
 
     def __init__(self, core: SipCore, authorize: Authorizer,
-                 timers: SessionTimerConfig | None = None) -> None:
+                 timers: SessionTimerConfig | None = None, ring_timeout: float = 120.0) -> None:
         self.core = core
         self.authorize = authorize
         self.st = timers or SessionTimerConfig()
+        self.ring_timeout = ring_timeout
         self.calls: dict[str, Call] = {}
         # (Call-ID, our tag) -> leg, for every leg with a dialog (tags known).
         self.legs: dict[tuple[str, str], Leg] = {}
@@ -279,7 +282,19 @@ class CallLayer:
             req.body = body
         leg = Leg(call=call, name="b", is_uas=False, peer=peer, invite=req, local_sdp=body)
         self._send_invite(leg, req)
+        leg.ring_timer = core.call_later(self.ring_timeout, lambda now: self._ring_timeout(leg))
         return leg
+
+    def _ring_timeout(self, leg: Leg) -> None:
+        """Nobody answered in time: CANCEL the callee, 480 to the caller."""
+        if leg.state not in ("calling", "early") or not leg.call.active:
+            return
+        log.info("call %s: no answer within %.0f s", leg.call.id, self.ring_timeout)
+        self._send_cancel(leg)
+        other = leg.other()
+        if other is not None and other.is_uas and other.state in ("calling", "early"):
+            self._fail_uas(other, 480, "No Answer")
+        self._end(leg.call, "no answer", "timeout", 480)
 
     def _send_invite(self, leg: Leg, req: Request) -> None:
         leg.invite = req
@@ -348,6 +363,8 @@ class CallLayer:
             leg.dialog.route_set = list(reversed(resp.headers.get_list("Record-Route")))
             self.legs[(leg.dialog.call_id, leg.dialog.local_tag)] = leg
             leg.state = "answered"
+            if leg.ring_timer is not None:
+                leg.ring_timer.cancel()
             self._setup_session_timer_uac(leg, resp)
             if not call.active or leg.cancel_pending:
                 # 200 crossed our CANCEL (or the call died): ACK then BYE (15, 9.1).
@@ -399,8 +416,9 @@ class CallLayer:
         if inv is None or not isinstance(txn, ClientTransaction):
             return
         leg.cancel_pending = True
-        if not leg.got_provisional:
-            return  # sent when the first provisional arrives
+        if not leg.got_provisional or leg.cancel_sent:
+            return  # sent when the first provisional arrives, and only once
+        leg.cancel_sent = True
         cancel = Request("CANCEL", inv.uri)
         items = cancel.headers.items
         items.append(("Via", inv.vias[0]))
@@ -411,6 +429,8 @@ class CallLayer:
         txns = self.core.transactions
         ctxn = txns.send_request(cancel, txn.peer, self.core.now)
         self.core._client_cb[ctxn] = (lambda r, t: None, None)
+        # If the callee never answers the INVITE after our CANCEL, forget it (9.1).
+        txn.abandon_after(64 * self.core.config.timers.t1)
 
     # ------------------------------------------------------------------ UAS leg
     def _relay_provisional(self, uas: Leg, resp: Response) -> None:
@@ -858,7 +878,7 @@ class CallLayer:
         self._cancel_leg_timers(leg)
 
     def _cancel_leg_timers(self, leg: Leg) -> None:
-        for t in (leg.retrans_timer, leg.glare_timer, leg.se_timer):
+        for t in (leg.retrans_timer, leg.glare_timer, leg.se_timer, leg.ring_timer):
             if t is not None:
                 t.cancel()
         leg.pending_2xx = None

@@ -327,7 +327,7 @@ class SipCore:
                 to_tag: str | None = None, extra: Iterable[tuple[str, str]] = (),
                 body: bytes = b"") -> Response:
         resp = make_response(req, status, reason, to_tag=to_tag, extra=extra, body=body)
-        txn.respond(resp)
+        txn.respond(resp, now=self.now)
         return resp
 
     def send_response(self, resp: Response, peer: Peer) -> None:
@@ -364,9 +364,9 @@ class SipCore:
 
     def add_via(self, req: Request, transport: str, branch: str | None = None) -> None:
         host, port = self.local_address(transport)
-        req.headers.insert_first(
-            "Via", f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch or new_branch()};rport"
-        )
+        branch = branch or new_branch()
+        via = f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch};rport"
+        req.headers.insert_first("Via", via)
 
     def local_address(self, transport: str) -> tuple[str, int]:
         local = self.config.local

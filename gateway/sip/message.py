@@ -427,12 +427,16 @@ def parse_head(head: bytes) -> Request | Response:
             msg.reason = ""
     else:
         parts = start.split()
-        if len(parts) != 3:
-            raise SipParseError("bad request line")
-        method, uri, version = parts
-        if not _TOKEN.match(method) or uri.startswith("<") or uri_scheme(uri) is None:
-            raise SipParseError("bad request line")
-        msg = Request(method, uri, version=version)
+        bad_start = len(parts) != 3
+        if not bad_start:
+            method, uri, version = parts
+            bad_start = (not _TOKEN.match(method) or uri.startswith("<")
+                         or uri_scheme(uri) is None)
+        if bad_start:
+            # Parse the headers anyway, so that the 400 can copy Via, From, To...
+            msg = Request(parts[0] if parts else "", "", version="")
+        else:
+            msg = Request(method, uri, version=version)
     items = msg.headers.items
     for line in lines[1:]:
         if not line.strip():
@@ -443,6 +447,8 @@ def parse_head(head: bytes) -> Request | Response:
                 raise SipParseError("bad header line", status=None)
             raise SipParseError("bad header line", partial=msg)
         items.append((canonical_name(m.group(1)), line[m.end() :].strip()))
+    if isinstance(msg, Request) and not msg.version:
+        raise SipParseError("bad request line", partial=msg)
     return msg
 
 

@@ -8,6 +8,7 @@ for registered kiosks, the flow their registration came over) or a rejection sta
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from sipmessage import URI
 
@@ -29,11 +30,10 @@ class Rejection:
     reason: str
 
 
-class BindingLookup:
+class BindingLookup(Protocol):
     """What the router needs from the registrar."""
 
-    def contacts(self, username: str, now: float) -> list[tuple[str, Peer]]:  # pragma: no cover
-        raise NotImplementedError
+    def contacts(self, username: str, now: float) -> list[tuple[str, Peer]]: ...
 
 
 class ConfigRouter:

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from .core import SipCore
 from .message import StreamFramer
@@ -24,7 +23,7 @@ log = logging.getLogger("gateway.sip.transport")
 class SipDriver:
     """Feeds the core from the reactor and flushes what it wants sent."""
 
-    def __init__(self, core: SipCore, clock: IReactorTime,
+    def __init__(self, core: SipCore, clock: Any,
                  connect: Callable[[Peer], None] | None = None,
                  on_event: Callable[[Any], None] | None = None) -> None:
         self.core = core
@@ -34,7 +33,7 @@ class SipDriver:
         self.pending: dict[Peer, list[bytes]] = defaultdict(list)
         self.connect = connect
         self.on_event = on_event
-        self._call: IDelayedCall | None = None
+        self._call: Any = None
         self._deadline: float | None = None
         self.per_source: dict[tuple[str, str], int] = defaultdict(int)
         self.max_connections_per_source = 32
@@ -131,6 +130,8 @@ class SipDriver:
 
 
 class SipUdpProtocol(protocol.DatagramProtocol):
+    transport: Any
+
     def __init__(self, driver: SipDriver, family: str) -> None:
         self.driver = driver
         self.family = family
@@ -145,6 +146,8 @@ class SipUdpProtocol(protocol.DatagramProtocol):
 class SipStreamProtocol(protocol.Protocol):
     """One TCP or TLS connection, either direction."""
 
+    transport: Any  # zope interfaces are opaque to mypy
+
     def __init__(self, driver: SipDriver, transport_name: str, inbound: bool,
                  max_message: int, idle_timeout: float, peer: Peer | None = None) -> None:
         self.driver = driver
@@ -154,7 +157,7 @@ class SipStreamProtocol(protocol.Protocol):
         self.idle_timeout = idle_timeout
         self.peer: Peer = peer or (transport_name, "", 0)
         self.counted = False
-        self._idle: IDelayedCall | None = None
+        self._idle: Any = None
 
     def connectionMade(self) -> None:  # noqa: N802
         assert self.transport is not None

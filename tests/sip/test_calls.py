@@ -25,8 +25,10 @@ from gateway.sip.transaction import Peer
 GW = ("udp", "127.0.0.1", 5060)
 A: Peer = ("udp", "127.0.0.1", 6001)  # the caller (kiosk or trunk)
 B: Peer = ("udp", "127.0.0.1", 6002)  # the callee
-SDP_A = b"v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n"
-SDP_B = b"v=0\r\no=b 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 8000 RTP/AVP 0\r\n"
+SDP_A = (b"v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+         b"m=audio 7000 RTP/AVP 0\r\n")
+SDP_B = (b"v=0\r\no=b 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+         b"m=audio 8000 RTP/AVP 0\r\n")
 
 
 class Harness:
@@ -388,6 +390,25 @@ def test_failure_is_relayed_and_auth_challenges_are_not():
     b_inv = h2.last_request(B, "INVITE")
     h2.send(B, respond(b_inv, 407))
     assert h2.responses(A)[-1].status == 500
+
+
+def test_ringing_too_long_cancels_callee_and_gives_480():
+    h = Harness()
+    h.calls.ring_timeout = 60
+    h.send(A, invite())
+    b_inv = h.last_request(B, "INVITE")
+    h.send(B, respond(b_inv, 180))
+    h.advance(59)
+    assert h.responses(A)[-1].status == 180
+    h.advance(2)
+    assert h.responses(A)[-1].status == 480
+    cancels = [m for _, p, m in h.sent if p == B and isinstance(m, Request)
+               and m.method == "CANCEL"]
+    assert len({c.vias[0] for c in cancels}) == 1  # one CANCEL transaction
+    assert any(isinstance(e, CallEnded) and e.ended_by == "timeout" for e in h.events)
+    # The callee never answers the INVITE: its transaction is dropped after 64*T1.
+    h.advance(40)
+    assert not [t for t in h.core.transactions.client.values() if t.method == "INVITE"]
 
 
 def test_callee_timeout_gives_408():

@@ -1,0 +1,155 @@
+"""Twisted service that runs the SIP side of the gateway.
+
+It binds the configured listeners, builds the sans-IO core (transactions, registrar,
+call layer) and connects the routing seam to the configuration's rules.  Logic lives
+in the sans-IO modules; this file only wires them to the reactor.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import ssl
+
+from ..config import Config, ListenAddress
+from ..store.memory import MemoryStore
+from .b2bua import CallAnswered, CallEnded, CallLayer, IncomingCall, SessionTimerConfig
+from .core import CoreConfig, SipCore
+from .keepalive import KeepAlive
+from .registrar_glue import BindingContacts, RegistrarHandler, make_authorizer, make_registrar
+from .routing import ConfigRouter, Rejection
+from .transaction import Peer, TimerConfig
+from .transport import (
+    SipClientFactory,
+    SipDriver,
+    SipStreamFactory,
+    SipUdpProtocol,
+)
+
+log = logging.getLogger("gateway.sip")
+
+
+class SipService(service.Service):
+    """Binds the configured SIP transports and drives the sans-IO SIP core."""
+
+    def __init__(self, config: Config, reactor: Any = None) -> None:
+        self.config = config
+        self._reactor = reactor
+        self.ports: list[Any] = []
+        self.bound: dict[str, tuple[str, int]] = {}
+        self.core: SipCore | None = None
+        self.driver: SipDriver | None = None
+        self.calls: CallLayer | None = None
+
+    @property
+    def reactor(self) -> Any:
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    def startService(self) -> None:  # noqa: N802 (Twisted's name)
+        super().startService()  # type: ignore[no-untyped-call]
+        cfg = self.config
+        sip = cfg.sip
+        reactor = self.reactor
+        driver = SipDriver(None, reactor, connect=self._connect,  # type: ignore[arg-type]
+                           on_event=self._on_event)
+        driver.max_connections_per_source = sip.max_tcp_connections_per_source
+        self.driver = driver
+        for addr in sip.listen:
+            self._listen(addr, driver)
+        local = {}
+        for transport, (host, port) in self.bound.items():
+            local[transport] = (sip.public_host or host, port)
+        timers = TimerConfig(t1=sip.t1_ms / 1000, t2=sip.t2_ms / 1000, t4=sip.t4_ms / 1000)
+        core = SipCore(CoreConfig(
+            local=local, user_agent=sip.user_agent, force_rport=sip.force_rport,
+            max_message_bytes=sip.max_message_bytes, max_headers=sip.max_headers,
+            udp_size_threshold=sip.udp_size_threshold, timers=timers))
+        core.now = reactor.seconds()
+        driver.core = core
+        self.core = core
+        store = MemoryStore()
+        secret = cfg.gateway.secret_key()
+        registrar, auth, limiter = make_registrar(sip, store, secret)
+        self.registrar = registrar
+        self.calls = CallLayer(core, make_authorizer(sip, auth, limiter, registrar),
+                               SessionTimerConfig(sip.session_expires, sip.min_se))
+        core.handlers.append(RegistrarHandler(registrar, core))
+        core.handlers.append(self.calls)
+        contacts = BindingContacts(registrar)
+        self.router = ConfigRouter(cfg.routes, sip, contacts)
+        if sip.options_keepalive_seconds > 0:
+            self.keepalive = KeepAlive(core, contacts, sip.options_keepalive_seconds)
+            self.keepalive.start()
+        driver.flush()
+        for transport, (host, port) in sorted(self.bound.items()):
+            log.info("SIP listening on %s:%s:%s", transport, host, port)
+
+    def _listen(self, addr: ListenAddress, driver: SipDriver) -> None:
+        sip = self.config.sip
+        reactor = self.reactor
+        host = addr.host
+        if addr.transport == "udp":
+            family = "6" if ":" in host else "4"
+            port = reactor.listenUDP(addr.port, SipUdpProtocol(driver, family), interface=host,
+                                     maxPacketSize=65535)
+        elif addr.transport == "tcp":
+            port = reactor.listenTCP(addr.port, SipStreamFactory(
+                driver, "tcp", sip.max_message_bytes, sip.tcp_idle_timeout), interface=host)
+        else:
+            assert sip.tls is not None
+            ctx = ssl.DefaultOpenSSLContextFactory(  # type: ignore[no-untyped-call]
+                str(sip.tls.private_key), str(sip.tls.certificate))
+            port = reactor.listenSSL(addr.port, SipStreamFactory(
+                driver, "tls", sip.max_message_bytes, sip.tcp_idle_timeout), ctx,
+                interface=host)
+        self.ports.append(port)
+        self.bound.setdefault(addr.transport, (host, port.getHost().port))
+
+    def _connect(self, peer: Peer) -> None:
+        sip = self.config.sip
+        assert self.driver is not None
+        factory = SipClientFactory(self.driver, peer, sip.max_message_bytes,
+                                   sip.tcp_idle_timeout)
+        if peer[0] == "tls":
+            self.reactor.connectSSL(peer[1], peer[2], factory, ssl.ClientContextFactory())
+        else:
+            self.reactor.connectTCP(peer[1], peer[2], factory, timeout=10)
+
+    def _on_event(self, ev: Any) -> None:
+        calls = self.calls
+        assert calls is not None and self.core is not None
+        if isinstance(ev, IncomingCall):
+            decision = self.router.route(ev.user, self.core.now)
+            if isinstance(decision, Rejection):
+                log.info("call %s: no route for %r: %s %s", ev.call.id, ev.user,
+                         decision.status, decision.reason)
+                calls.reject(ev.call, decision.status, decision.reason)
+            else:
+                log.info("call %s: routing %r to %s", ev.call.id, ev.user, decision.description)
+                calls.connect(ev.call, decision.uri, decision.peer, from_user=ev.caller)
+        elif isinstance(ev, CallAnswered):
+            pass
+        elif isinstance(ev, CallEnded):
+            pass
+
+    def stopService(self) -> Any:  # noqa: N802
+        from twisted.internet import defer
+
+        ds = [defer.maybeDeferred(p.stopListening) for p in self.ports]
+        self.ports = []
+        if self.driver is not None:
+            for conn in list(self.driver.streams.values()):
+                transport: Any = conn.transport
+                if transport is not None:
+                    transport.loseConnection()
+        super().stopService()  # type: ignore[no-untyped-call]
+        return defer.gatherResults(ds)
+
+
+__all__ = ["SipService"]
