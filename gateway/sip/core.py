@@ -110,6 +110,9 @@ class SipCore:
             Callable[[Response, ClientTransaction], None],
             Callable[[ClientTransaction], None] | None]] = {}
         self.stats = {"rx": 0, "tx": 0, "bad": 0, "dropped": 0, "errors": 0}
+        # TCP peers we chose for a large request instead of UDP (18.1.1): if the TCP
+        # connection cannot be made, the transport falls back to UDP.
+        self.upgraded: dict[Peer, Peer] = {}
 
     # -- output --------------------------------------------------------------------
     def messages_to_send(self) -> list[tuple[Peer, bytes]]:
@@ -389,7 +392,9 @@ class SipCore:
             and len(req.body) + 600 > self.config.udp_size_threshold
             and len(req.to_bytes()) + 80 > self.config.udp_size_threshold
         ):
-            return ("tcp", peer[1], peer[2])
+            tcp = ("tcp", peer[1], peer[2])
+            self.upgraded[tcp] = peer
+            return tcp
         return peer
 
 

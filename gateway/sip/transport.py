@@ -108,6 +108,7 @@ class SipDriver:
             return False
         self.per_source[key] += 1
         self.streams[conn.peer] = conn
+        self.core.upgraded.pop(conn.peer, None)
         for data in self.pending.pop(conn.peer, []):
             assert conn.transport is not None
             conn.transport.write(data)
@@ -124,6 +125,14 @@ class SipDriver:
 
     def connect_failed(self, peer: Peer) -> None:
         dropped = self.pending.pop(peer, [])
+        udp = self.core.upgraded.pop(peer, None)
+        if udp is not None and dropped:
+            # 18.1.1: the large request went to TCP first; that failed, so try UDP.
+            log.info("TCP to %s:%s refused; sending %d message(s) over UDP", peer[1], peer[2],
+                     len(dropped))
+            for data in dropped:
+                self._send(udp, data)
+            return
         if dropped:
             log.warning("could not connect to %s:%s:%s; %d message(s) dropped", *peer,
                         len(dropped))
