@@ -112,14 +112,28 @@ def make_authorizer(sip: SipConfig, auth: DigestAuthenticator,
             account = registrar.accounts.get(username)
             return account.credential if account is not None else None
 
+        def algorithms_for(username: str) -> list[str] | None:
+            # As the registrar does for REGISTER: offer only the algorithms the
+            # account's stored HA1s can check (an ha1_md5-only kiosk is otherwise
+            # challenged with SHA-256 first, and re-challenged forever).
+            credential = None if trunk is not None else lookup(username)
+            if credential is None:
+                return None
+            return [a for a in auth.algorithms if credential.supports(a)]
+
         result = auth.verify(req, lookup, now)
         if result.ok:
             if trunk is not None:
                 return Identity(trunk.name, "trunk")
             return Identity(result.username or "", "kiosk")
         if result.needs_challenge or result.stale:
-            core.respond(txn, req, 401, extra=[
-                ("WWW-Authenticate", v) for v in auth.challenge(now, stale=result.stale)])
+            try:
+                caller = result.username or req.from_addr.uri.user or ""
+            except ValueError:
+                caller = ""
+            challenges = auth.challenge(now, stale=result.stale,
+                                        algorithms=algorithms_for(caller))
+            core.respond(txn, req, 401, extra=[("WWW-Authenticate", v) for v in challenges])
             return None
         if result.bad_credentials:
             limiter.record_failure(ip, now)
