@@ -39,6 +39,7 @@ DEFAULT_LISTEN = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
 # RFC 3261 "user" characters (unreserved / user-unreserved), without escapes.
 _USER_RE = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,;?/]+$")
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_KEY_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}\Z")
 _HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*\.?$"
@@ -271,6 +272,7 @@ class GatewayConfig:
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
     redis_url: str = ""  # "" = in-process state
+    key_prefix: str = "gateway:"  # every Redis key (and the change channel) starts with it
 
     @property
     def embedded(self) -> bool:
@@ -719,12 +721,16 @@ class _Reader:
         gateway = self.read_gateway(data)
         sip = self.read_sip(data)
         routes = self.read_routes(data, sip)
-        store_t = self.table(data, (), "store", ("redis_url",))
+        store_t = self.table(data, (), "store", ("redis_url", "key_prefix"))
         redis_url = self.string(store_t, ("store",), "redis_url", "", allow_empty=True) or ""
         if redis_url and not re.match(r"^(redis|rediss|unix)://", redis_url):
             self.expected(("store", "redis_url"),
                           'an empty string or a redis://, rediss:// or unix:// URL', redis_url)
             redis_url = ""
+        key_prefix = self.string(
+            store_t, ("store",), "key_prefix", "gateway:", pattern=_KEY_PREFIX_RE,
+            what="1 to 64 letters, digits, '.', '_', '-' and ':'",
+        ) or "gateway:"
         db_t = self.table(data, (), "database", ("url",))
         db_url = self.string(db_t, ("database",), "url", "", allow_empty=True) or ""
         if db_url and not re.match(r"^(sqlite|postgres|postgresql)(\+[A-Za-z0-9_]+)?://", db_url):
@@ -737,7 +743,7 @@ class _Reader:
             gateway=gateway,
             sip=sip,
             routes=routes,
-            store=StoreConfig(redis_url=redis_url),
+            store=StoreConfig(redis_url=redis_url, key_prefix=key_prefix),
             database=DatabaseConfig(url=db_url),
             source=source_path,
         )

@@ -14,7 +14,9 @@ from twisted.application import service
 from twisted.internet import ssl
 
 from ..config import Config, ListenAddress
+from ..store.base import Store
 from ..store.memory import MemoryStore
+from ..store.redis import RedisStore, start_in_reactor
 from .b2bua import CallAnswered, CallEnded, CallLayer, IncomingCall, SessionTimerConfig
 from .core import CoreConfig, SipCore
 from .keepalive import KeepAlive
@@ -73,7 +75,13 @@ class SipService(service.Service):
         core.now = reactor.seconds()
         driver.core = core
         self.core = core
-        store = MemoryStore()
+        store: Store
+        if cfg.store.redis_url:  # shared with the other nodes; loads in the background
+            store = RedisStore(cfg.store.redis_url, cfg.store.key_prefix,
+                               node_id=cfg.gateway.node_id)
+            start_in_reactor(store, reactor)
+        else:
+            store = MemoryStore()
         secret = cfg.gateway.secret_key()
         registrar, auth, limiter = make_registrar(sip, store, secret)
         self.registrar = registrar

@@ -2,5 +2,6 @@
 
 from gateway.store.base import FieldValue, Record, Store, Value
 from gateway.store.memory import MemoryStore
+from gateway.store.redis import RedisStore
 
-__all__ = ["FieldValue", "MemoryStore", "Record", "Store", "Value"]
+__all__ = ["FieldValue", "MemoryStore", "Record", "RedisStore", "Store", "Value"]
