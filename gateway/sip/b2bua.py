@@ -16,6 +16,7 @@ import logging
 import random
 import re
 import secrets
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -23,7 +24,7 @@ from typing import Literal
 from .core import SipCore, Timer, header_tokens
 from .dialog import Dialog, new_tag, peer_for_uri
 from .message import Request, Response, make_response
-from .transaction import ClientTransaction, Peer, ServerTransaction, new_branch
+from .transaction import ClientTransaction, Peer, ServerTransaction, State, new_branch
 
 log = logging.getLogger("gateway.sip.calls")
 
@@ -865,6 +866,10 @@ class CallLayer:
 
     def _hangup_leg(self, leg: Leg, reason: str) -> None:
         if leg.state in ("answered", "confirmed") and leg.dialog is not None:
+            if not leg.is_uas and leg.state == "answered" and leg.ack is None:
+                # Its 2xx is still waiting for the other leg's ACK: every 2xx is ACKed
+                # (13.2.2.4) before the BYE, or the callee keeps resending it.
+                self._send_ack(leg, b"")
             self._send_bye(leg, reason)
         leg.state = "ended"
         self._cancel_leg_timers(leg)
@@ -901,10 +906,41 @@ class CallLayer:
         for leg in (call.a, call.b):
             if leg is None:
                 continue
-            for key in [k for k, v in self.legs.items() if v is leg]:
-                del self.legs[key]
+            # Only the keys a leg is filed under (its dialog's; a UAC leg's INVITE Call-ID
+            # and From tag): scanning every leg made each call's end O(live calls).
+            for key in _leg_keys(leg):
+                if self.legs.get(key) is leg:
+                    del self.legs[key]
             if leg.invite is not None:
                 self.inbound.pop((leg.invite.call_id, leg.invite.from_tag or ""), None)
+            _break_cycles(call, leg)
+
+
+def _break_cycles(call: Call, leg: Leg) -> None:
+    """Let a forgotten call be freed by reference counting.
+
+    Call <-> Leg, Leg <-> its INVITE server transaction (user_data) and Leg -> Timer ->
+    callback -> Leg are reference cycles: left alone, every call waits for a full
+    garbage collection, whose pauses grow with the number of calls in memory (hundreds
+    of milliseconds at a few hundred calls/s).  Whoever still holds the Call (an event
+    handler) sees no difference: leg.call becomes a weak proxy to it.
+    """
+    leg.retrans_timer = leg.glare_timer = leg.se_timer = leg.ring_timer = None
+    txn = leg.invite_txn
+    if isinstance(txn, ServerTransaction) and txn.user_data is leg and (
+            txn.state is State.TERMINATED):
+        txn.user_data = None
+    leg.call = weakref.proxy(call)
+
+
+def _leg_keys(leg: Leg) -> list[tuple[str, str]]:
+    """The (Call-ID, our tag) keys CallLayer.legs may hold for a leg."""
+    keys = []
+    if leg.dialog is not None:
+        keys.append((leg.dialog.call_id, leg.dialog.local_tag))
+    if not leg.is_uas and leg.invite is not None:
+        keys.append((leg.invite.call_id, leg.invite.from_tag or ""))
+    return keys
 
 
 def _session_expires(msg: Request | Response) -> tuple[int, str | None] | None:

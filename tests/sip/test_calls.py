@@ -466,3 +466,16 @@ def test_no_2xx_retransmission_over_reliable_transport(transport: str):
     h.take()
     h.advance(10)
     assert not [m for _, p, m in h.sent if p == a_tcp]
+
+
+def test_caller_bye_before_its_ack_still_acks_the_callee_2xx():
+    """13.2.2.4: every 2xx is ACKed; a BYE that overtakes the caller's ACK must not
+    leave the callee resending its 200."""
+    h = Harness()
+    h.send(A, invite())
+    b_inv = h.last_request(B, "INVITE")
+    h.send(B, respond(b_inv, 200, body=SDP_B))
+    ok = [r for r in h.responses(A, "INVITE") if r.status == 200][-1]
+    h.take()
+    h.send(A, in_dialog("BYE", ok, 2, "z9hG4bKbye1", A))
+    assert [m.method for m in h.take(B) if isinstance(m, Request)] == ["ACK", "BYE"]
