@@ -44,6 +44,14 @@ class IncomingCall:
     request_uri: str
     user: str  # Request-URI user part
     sdp: bytes
+    from_user: str = ""  # the From URI's user part as the caller sent it (a PBX's number)
+
+    @property
+    def presented_user(self) -> str:
+        """Who the callee is shown: a kiosk by its account, a trunk call by its number."""
+        if self.caller_kind == "trunk" and self.from_user:
+            return self.from_user
+        return self.caller
 
 
 @dataclass
@@ -228,7 +236,12 @@ class CallLayer:
             user = ""
         call.callee = user
         log.info("call %s: INVITE from %s (%s) for %s", call.id, ident.name, ident.kind, req.uri)
-        core.emit(IncomingCall(call, ident.name, ident.kind, req.uri, user, req.body))
+        try:
+            from_user = req.from_addr.uri.user or ""
+        except ValueError:
+            from_user = ""
+        core.emit(IncomingCall(call, ident.name, ident.kind, req.uri, user, req.body,
+                               _safe_user(from_user)))
 
     def reject(self, call: Call, status: int = 404, reason: str = "") -> None:
         """Routing said no: fail the inbound INVITE."""
@@ -971,3 +984,11 @@ def _hostport(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"{host}:{port}"
+
+
+_USER_SAFE = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,;?/%]{1,64}$")
+
+
+def _safe_user(user: str) -> str:
+    """A caller's user part we are willing to copy into our own From header."""
+    return user if _USER_SAFE.match(user) else ""

@@ -140,7 +140,7 @@ class SipService(service.Service):
                 calls.reject(ev.call, decision.status, decision.reason)
             else:
                 log.info("call %s: routing %r to %s", ev.call.id, ev.user, decision.description)
-                calls.connect(ev.call, decision.uri, decision.peer, from_user=ev.caller)
+                calls.connect(ev.call, decision.uri, decision.peer, from_user=ev.presented_user)
         elif isinstance(ev, CallAnswered):
             pass
         elif isinstance(ev, CallEnded):

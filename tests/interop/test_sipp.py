@@ -408,6 +408,10 @@ def test_basic_calls(sipp: SippRunner, gateway: Callable[..., GatewayProcess]) -
     invite = b.find("received", "INVITE")[0]
     assert invite.start_line.startswith(f"INVITE sip:5551234@127.0.0.1:{uas_port}"), ctx
     assert "o=interop-uac 1001 1 " in invite.text, "the offer was not passed through"
+    # A trunk call shows the callee the caller's number, not the trunk's name.
+    sent_from = a.find("sent", "INVITE")[0].header("From") or ""
+    caller_user = sent_from.split("sip:", 1)[1].split("@", 1)[0]
+    assert f"<sip:{caller_user}@" in (invite.header("From") or ""), ctx
     # The caller's 200 carries the callee's answer, unchanged.
     assert "o=interop-uas 2001 1 " in a.find("received", 200)[0].text, ctx
     assert_gateway_clean(gw)
