@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway.billing.cli import add_billing_commands
 from gateway.config import ConfigError, default_config, load_config, package_version
 
 EXIT_OK = 0
@@ -127,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ver = sub.add_parser("version", help="print the version")
     ver.set_defaults(func=cmd_version)
+
+    add_billing_commands(sub)  # billing migrate|verify|open-account|deposit|balance
     return parser
 
 

@@ -1,6 +1,9 @@
-"""Billing: exact money, FCC rate caps, facility rates and call rating (pure, no I/O).
+"""Billing: exact money, FCC rate caps, facility rates, call rating, and the ledger.
 
-See :mod:`gateway.billing.money` for the one rounding rule,
-:mod:`gateway.billing.rates` for caps and facility rate tables, and
-:mod:`gateway.billing.rating` for pricing a call.
+Pure parts (no I/O): :mod:`gateway.billing.money` (the one rounding rule),
+:mod:`gateway.billing.rates` (caps and facility rate tables) and
+:mod:`gateway.billing.rating` (pricing a call).  The append-only, hash-chained,
+double-entry ledger lives in :mod:`gateway.billing.ledger` and
+:mod:`gateway.billing.accounts` (SQLAlchemy; SQLite or PostgreSQL), with its
+Alembic migrations in ``gateway/billing/migrations``.
 """

@@ -1,0 +1,1 @@
+"""Billing schema revisions, applied in order by Alembic."""

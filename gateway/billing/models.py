@@ -1,0 +1,170 @@
+"""SQLAlchemy models of the billing ledger (the migrations create the same tables).
+
+Tables:
+
+``billing_accounts``
+    Who holds money: visitors' and incarcerated people's prepaid accounts,
+    agencies (postpaid: a negative balance is what the agency owes) and the
+    provider's system accounts (ids starting ``sys:``).  Rows are never deleted;
+    only ``status`` and ``display_name`` may change.
+``ledger_entries``
+    The append-only journal.  ``id`` is gap-free and assigned under the chain
+    lock; ``prev_hash``/``hash`` chain every entry to the one before.  Hold and
+    release entries name their hold (``hold_id``, ``expires_at``), so an
+    extension that moves no money still records the new expiry.
+``ledger_postings``
+    The double-entry legs of an entry, amounts in signed integer micro-dollars
+    that sum to zero per entry.  A posting with a ``hold_id`` moves money into
+    (positive) or out of (negative) that hold's reserved funds; without one it
+    is the account's available money.
+``ledger_chain_head``
+    One row: the id and hash of the last entry.  Appends lock it, so concurrent
+    writers (several gateway nodes) queue instead of forking the chain.
+``ledger_balances``
+    Per account, the sums of its postings (available and held), kept in the same
+    transaction as each append so reading a balance is one row; ``verify``
+    recomputes them from the postings.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+OWNER_KINDS = ("visitor", "incarcerated", "agency", "system")
+PREPAID_KINDS = ("visitor", "incarcerated")
+ACCOUNT_STATUSES = ("open", "closed")
+ENTRY_KINDS = ("deposit", "hold", "release", "charge", "credit", "refund", "adjustment", "tax")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both dialects (SQLite stores them naive, as UTC).
+
+    The hash of an entry covers its timestamp, so what is read back must be
+    exactly what was written: microseconds, UTC, aware.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime) or value.utcoffset() is None:
+            raise ValueError(f"expected an aware datetime, got {value!r}")
+        utc = value.astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Account(Base):
+    __tablename__ = "billing_accounts"
+    __table_args__ = (
+        CheckConstraint(_in("owner_kind", OWNER_KINDS), name="owner_kind"),
+        CheckConstraint(_in("status", ACCOUNT_STATUSES), name="status"),
+        CheckConstraint("currency = 'USD'", name="currency"),
+        Index("ix_billing_accounts_owner", "owner_kind", "owner_ref"),
+    )
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    owner_kind: Mapped[str] = mapped_column(String(16))
+    owner_ref: Mapped[str] = mapped_column(String(128))
+    display_name: Mapped[str] = mapped_column(String(200))
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Entry(Base):
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        CheckConstraint("id > 0", name="id_positive"),
+        CheckConstraint(_in("kind", ENTRY_KINDS), name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    txn_id: Mapped[str] = mapped_column(String(36), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(100))
+    memo: Mapped[str] = mapped_column(String(500))
+    call_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    hold_id: Mapped[str | None] = mapped_column(String(64), index=True)  # hold/release entries
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)  # a fork is a DB error
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class Posting(Base):
+    __tablename__ = "ledger_postings"
+    __table_args__ = (CheckConstraint("amount <> 0", name="amount_nonzero"),)
+
+    entry_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("ledger_entries.id"), primary_key=True
+    )
+    line_no: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    account_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("billing_accounts.id"), index=True
+    )
+    hold_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+
+class ChainHead(Base):
+    __tablename__ = "ledger_chain_head"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_entry_id: Mapped[int] = mapped_column(BigInteger)
+    head_hash: Mapped[str] = mapped_column(String(64))
+
+
+class Balance(Base):
+    __tablename__ = "ledger_balances"
+    __table_args__ = (CheckConstraint("held >= 0", name="held_not_negative"),)
+
+    account_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("billing_accounts.id"), primary_key=True
+    )
+    available: Mapped[int] = mapped_column(BigInteger)
+    held: Mapped[int] = mapped_column(BigInteger)
+    last_entry_id: Mapped[int] = mapped_column(BigInteger)
