@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.billing.cli import add_billing_commands
 from gateway.config import ConfigError, default_config, load_config, package_version
+from gateway.web.cli import add_token_commands
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     ver.set_defaults(func=cmd_version)
 
     add_billing_commands(sub)  # billing migrate|verify|open-account|deposit|balance
+    add_token_commands(sub)  # token issue
     return parser
 
 

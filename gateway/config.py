@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from gateway.billing.settings import BillingConfig, read_billing
+from gateway.webrtc.config import WebRtcConfig, parse_ice_url
+
 PathKey = tuple[str | int, ...]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -35,6 +38,9 @@ TRANSPORTS = ("udp", "tcp", "tls")
 DIGEST_ALGORITHMS = ("SHA-256", "MD5")
 ACCOUNT_KINDS = ("kiosk",)
 DEFAULT_LISTEN = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
+WEB_DEFAULT_LISTEN = ("http:127.0.0.1:8080",)
+WEB_MEDIA_MODES = ("echo", "test-pattern")  # "bridge" once gateway/bridge exists
+WEB_MAX_TOKEN_TTL = 86400  # join tokens are short-lived: a day at most
 
 # RFC 3261 "user" characters (unreserved / user-unreserved), without escapes.
 _USER_RE = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,;?/]+$")
@@ -285,6 +291,45 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebListenAddress:
+    """One web listener, e.g. ``https:0.0.0.0:8443``; port 0 means any free port."""
+
+    scheme: Literal["http", "https"]
+    host: str  # an IP literal, IPv6 without brackets
+    port: int
+
+    @property
+    def hostport(self) -> str:
+        return f"{_bracket(self.host)}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.hostport}"
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """The family-facing web server (``[web]``); off unless the table is present."""
+
+    enabled: bool = True
+    listen: tuple[WebListenAddress, ...] = (WebListenAddress("http", "127.0.0.1", 8080),)
+    certificate: Path | None = None
+    private_key: Path | None = None
+    allowed_origins: tuple[str, ...] = ()  # normalised "scheme://host[:port]"; same-origin always
+    admin_key: str | None = None  # None: the admin API refuses every request
+    token_ttl: int = 600
+    media_mode: str = "echo"
+    max_message_bytes: int = 65536
+    join_failure_limit: int = 10  # 0 = no blocking
+    join_failure_window: int = 60
+    join_block_seconds: int = 300
+
+    @classmethod
+    def disabled(cls) -> WebConfig:
+        """What a file without a ``[web]`` table gets: a SIP-only gateway."""
+        return cls(enabled=False, listen=())
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     gateway: GatewayConfig
     sip: SipConfig
@@ -292,6 +337,9 @@ class Config:
     store: StoreConfig
     database: DatabaseConfig
     source: Path | None = None  # the file it was loaded from, None for the defaults
+    web: WebConfig = field(default_factory=WebConfig.disabled)
+    billing: BillingConfig = field(default_factory=BillingConfig)  # [billing], off by default
+    webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)  # [webrtc]: browser media
 
     def route_for(self, user: str) -> Route | None:
         """The first route matching a Request-URI user part."""
@@ -717,7 +765,8 @@ class _Reader:
     # -- sections
 
     def read(self, data: _Table, source_path: Path | None) -> Config:
-        self.check_keys(data, (), ("gateway", "sip", "routes", "store", "database"))
+        self.check_keys(data, (), ("gateway", "sip", "routes", "store", "database", "web",
+                                   "billing", "webrtc"))
         gateway = self.read_gateway(data)
         sip = self.read_sip(data)
         routes = self.read_routes(data, sip)
@@ -746,7 +795,160 @@ class _Reader:
             store=StoreConfig(redis_url=redis_url, key_prefix=key_prefix),
             database=DatabaseConfig(url=db_url),
             source=source_path,
+            web=self.read_web(data),
+            billing=read_billing(self, data),
+            webrtc=self.read_webrtc(data),
         )
+
+    def read_web(self, data: _Table) -> WebConfig:
+        """``[web]``: present means on (``enabled`` defaults to true), absent means off."""
+        if "web" not in data:
+            return WebConfig.disabled()
+        p: PathKey = ("web",)
+        d = WebConfig()
+        t = self.table(data, (), "web", (
+            "enabled", "listen", "certificate", "private_key", "allowed_origins", "admin_key",
+            "token_ttl", "media_mode", "max_message_bytes", "join_failure_limit",
+            "join_failure_window", "join_block_seconds",
+        ))
+        enabled = self.boolean(t, p, "enabled", True)
+        listen: list[WebListenAddress] = []
+        seen: set[tuple[str, str, int]] = set()
+        for path, text in self.string_list(t, p, "listen", WEB_DEFAULT_LISTEN):
+            addr = parse_web_listen(text)
+            if addr is None:
+                self.expected(path, '"http:HOST:PORT" or "https:HOST:PORT" with an IP address '
+                              "as HOST (IPv6 in brackets) and a port from 0 to 65535", text)
+                continue
+            ident = (addr.scheme, addr.host, addr.port)
+            if ident in seen:
+                self.fail(path, f'"{text}" is listed twice')
+                continue
+            seen.add(ident)
+            listen.append(addr)
+        if t.get("listen") == [] and enabled:
+            self.fail((*p, "listen"), "expected at least one listener (or enabled = false)")
+        cert = self.file_path(t, p, "certificate")
+        key = self.file_path(t, p, "private_key")
+        if ("certificate" in t) != ("private_key" in t):
+            given, absent = (("certificate", "private_key") if "certificate" in t
+                             else ("private_key", "certificate"))
+            self.fail((*p, given), f"{absent} is missing (certificate and private_key go "
+                      "together)")
+        if enabled and any(a.scheme == "https" for a in listen):
+            for name, value in (("certificate", cert), ("private_key", key)):
+                if value is None and name not in t:
+                    self.fail((*p, name), "required for an https: listener (a path to a PEM "
+                              "file)")
+            if cert is not None and key is not None:
+                problem = _check_tls_files(cert, key)
+                if problem is not None:
+                    which, message = problem
+                    self.fail((*p, which), message)
+        origins: list[str] = []
+        for path, text in self.string_list(t, p, "allowed_origins", ()):
+            origin = normalize_origin(text)
+            if origin is None:
+                self.expected(path, 'an origin such as "https://visits.example.org" or '
+                              '"https://203.0.113.5:8443" (scheme, host and optional port; '
+                              "no path)", text)
+            elif origin not in origins:
+                origins.append(origin)
+        admin_key = self.string(t, p, "admin_key", None)
+        if admin_key is not None and len(admin_key) < 16:
+            self.fail((*p, "admin_key"), "expected a string of at least 16 characters "
+                      "(or leave it out to refuse every admin request)")
+            admin_key = None
+        s = "seconds"
+        return WebConfig(
+            enabled=enabled,
+            listen=tuple(listen),
+            certificate=cert,
+            private_key=key,
+            allowed_origins=tuple(origins),
+            admin_key=admin_key,
+            token_ttl=self.integer(t, p, "token_ttl", d.token_ttl, maximum=WEB_MAX_TOKEN_TTL,
+                                   unit=s),
+            media_mode=self.choice(t, p, "media_mode", d.media_mode, WEB_MEDIA_MODES),
+            max_message_bytes=self.integer(t, p, "max_message_bytes", d.max_message_bytes,
+                                           minimum=4096, maximum=1048576, unit="bytes"),
+            join_failure_limit=self.integer(t, p, "join_failure_limit", d.join_failure_limit,
+                                            minimum=0, unit="failed joins, 0 = off"),
+            join_failure_window=self.integer(t, p, "join_failure_window",
+                                             d.join_failure_window, unit=s),
+            join_block_seconds=self.integer(t, p, "join_block_seconds", d.join_block_seconds,
+                                            unit=s),
+        )
+
+    def read_webrtc(self, data: _Table) -> WebRtcConfig:
+        """``[webrtc]``: the addresses, ports and STUN/TURN servers of browser media.
+
+        Every key is optional; nothing defaults to a public server.
+        """
+        p: PathKey = ("webrtc",)
+        d = WebRtcConfig()
+        t = self.table(data, (), "webrtc", ("host_addresses", "port_range", "stun_servers",
+                                            "turn_servers"))
+        hosts: list[str] = []
+        for path, text in self.string_list(t, p, "host_addresses", d.host_addresses):
+            try:
+                ip = ipaddress.ip_address(text)
+            except ValueError:
+                ip = None
+            if ip is None or ip.is_unspecified or ip.is_multicast:
+                self.expected(path, "an IP address of this host (not 0.0.0.0, :: or "
+                              "multicast)", text)
+            else:
+                hosts.append(str(ip))
+        if "host_addresses" in t and not t["host_addresses"]:
+            self.fail((*p, "host_addresses"), "expected at least one address")
+        port_range: tuple[int, int] | None = None
+        if "port_range" in t:
+            value = t["port_range"]
+            ok = (isinstance(value, list) and len(value) == 2
+                  and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+                  and 1024 <= value[0] <= value[1] <= 65535)
+            if ok:
+                port_range = (value[0], value[1])
+            else:
+                self.expected((*p, "port_range"), "[LOW, HIGH], UDP ports with "
+                              "1024 <= LOW <= HIGH <= 65535", value)
+        stun: list[str] = []
+        for path, url in self.string_list(t, p, "stun_servers", ()):
+            try:
+                if parse_ice_url(url).kind != "stun":
+                    raise ValueError("a turn: URL belongs in turn_servers")
+                stun.append(url)
+            except ValueError:
+                self.expected(path, 'a "stun:HOST[:PORT]" URL', url)
+        turn: list[dict[str, Any]] = []
+        for path, item in self.table_list(t, p, "turn_servers",
+                                          ("urls", "username", "credential")):
+            urls = item.get("urls")
+            url_list = [urls] if isinstance(urls, str) else urls
+            if not isinstance(url_list, list) or not url_list or not all(
+                    isinstance(u, str) for u in url_list):
+                self.expected((*path, "urls"), "a turn:/turns: URL or an array of them", urls)
+                continue
+            bad = [u for u in url_list if not _is_turn_url(u)]
+            if bad:
+                self.expected((*path, "urls"), 'a "turn:HOST[:PORT][?transport=udp|tcp]" '
+                              'or "turns:..." URL', bad[0])
+                continue
+            username = self.string(item, path, "username", None)
+            credential = self.string(item, path, "credential", None)
+            if username is None or credential is None:
+                for key, got in (("username", username), ("credential", credential)):
+                    if got is None and key not in item:
+                        self.fail((*path, key), "required for a TURN server")
+                continue
+            turn.append({"urls": url_list, "username": username, "credential": credential})
+        try:
+            return WebRtcConfig(host_addresses=hosts or list(d.host_addresses),
+                                port_range=port_range, stun_servers=stun, turn_servers=turn)
+        except ValueError as exc:  # checked above; kept so no ValueError escapes
+            self.fail(p, str(exc))
+            return d
 
     def read_gateway(self, data: _Table) -> GatewayConfig:
         path: PathKey = ("gateway",)
@@ -1072,6 +1274,53 @@ def parse_listen(text: str) -> ListenAddress | None:
         "udp" if transport == "udp" else "tcp" if transport == "tcp" else "tls"
     )
     return ListenAddress(proto, str(ipaddress.ip_address(host)), port)
+
+
+def _is_turn_url(url: str) -> bool:
+    try:
+        return parse_ice_url(url).kind == "turn"
+    except ValueError:
+        return False
+
+
+def parse_web_listen(text: str) -> WebListenAddress | None:
+    """Parse "http:127.0.0.1:8080" / "https:[::]:8443"; None if malformed."""
+    m = re.fullmatch(r"(https?):(\[[^\]]+\]|[^:\[\]]+):(\d{1,5})", text.strip().lower())
+    if not m:
+        return None
+    scheme, host, port_s = m.groups()
+    host = host.strip("[]")
+    if not _is_ip(host) or (":" in host and not m.group(2).startswith("[")):
+        return None
+    port = int(port_s)
+    if port > 65535:
+        return None
+    return WebListenAddress("https" if scheme == "https" else "http",
+                            str(ipaddress.ip_address(host)), port)
+
+
+def normalize_origin(text: str) -> str | None:
+    """``scheme://host[:port]`` as browsers send it in Origin (default port dropped); None if
+    ``text`` is not an http(s) origin."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    host = parts.hostname
+    if scheme not in ("http", "https") or not host or parts.username or parts.password:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    if not (_is_ip(host) or _HOSTNAME_RE.match(host)):
+        return None
+    if port is not None and port == {"http": 80, "https": 443}[scheme]:
+        port = None
+    shown = _bracket(host)
+    return f"{scheme}://{shown}" if port is None else f"{scheme}://{shown}:{port}"
 
 
 def _is_ip(host: str) -> bool:

@@ -2,7 +2,9 @@
 
 ``migrate`` installs or upgrades the billing tables; ``verify`` recomputes the
 hash chain and every balance and exits 0 (intact) or 1 (problems found);
-``open-account``, ``deposit`` and ``balance`` are for staff and tests.  The
+``open-account``, ``deposit`` and ``balance`` are for staff and tests;
+``receipt --call ID`` prints a call's receipt as JSON, in words a family reads,
+and ``cdrs`` lists call detail records (JSON, one per line).  The
 database is ``[database] url`` of the configuration (SQLite in ``data_dir``
 by default).  Database and ORM modules are imported only when a billing
 command runs, so other ``gateway`` commands stay fast.
@@ -76,6 +78,10 @@ def add_billing_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     deposit.add_argument("--memo", default="")
     balance = command("balance", "show an account's balance", _cmd_balance)
     balance.add_argument("--account", required=True, metavar="ID")
+    receipt = command("receipt", "a call's receipt (JSON): what it cost and why", _cmd_receipt)
+    receipt.add_argument("--call", required=True, metavar="ID", help="the call id")
+    cdrs = command("cdrs", "call detail records, one JSON object per line", _cmd_cdrs)
+    cdrs.add_argument("--account", metavar="ID", help="only calls this account paid for")
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -217,4 +223,35 @@ def _cmd_balance(args: argparse.Namespace, url: str) -> int:
         db.dispose()
     print(f"account {info.id} ({info.owner_kind} {info.owner_ref}, {info.status}): "
           f"balance {bal.balance}, held {bal.held}, available {bal.available}")
+    return EXIT_OK
+
+
+def _cmd_receipt(args: argparse.Namespace, url: str) -> int:
+    import json
+
+    from gateway.billing.cdr import get_cdr, receipt
+
+    db = _open(url)
+    try:
+        cdr = get_cdr(db, args.call)
+    finally:
+        db.dispose()
+    if cdr is None:
+        raise _Fail(f"no call record for call {args.call!r} (not billed, or still in progress)")
+    print(json.dumps(receipt(cdr), indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def _cmd_cdrs(args: argparse.Namespace, url: str) -> int:
+    import json
+
+    from gateway.billing.cdr import list_cdrs
+
+    db = _open(url)
+    try:
+        cdrs = list_cdrs(db, account=args.account)
+    finally:
+        db.dispose()
+    for cdr in cdrs:
+        print(json.dumps(cdr.as_dict(), sort_keys=True))
     return EXIT_OK

@@ -24,6 +24,15 @@ Tables:
     Per account, the sums of its postings (available and held), kept in the same
     transaction as each append so reading a balance is one row; ``verify``
     recomputes them from the postings.
+``billing_calls``
+    One row per billed call, written when its funds are reserved: what never
+    changes during the call (facility, service, payers and shares, holds,
+    increment rule).  A row with no CDR is a call still open, or one to recover
+    after a crash.  Insert-only.
+``billing_cdrs``
+    One call detail record per call, written once, in the same transaction as
+    the call's settlement entry (so a CDR exists exactly when the call is
+    settled).  Insert-only.
 """
 
 from __future__ import annotations
@@ -32,7 +41,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -41,6 +52,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     TypeDecorator,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -168,3 +180,76 @@ class Balance(Base):
     available: Mapped[int] = mapped_column(BigInteger)
     held: Mapped[int] = mapped_column(BigInteger)
     last_entry_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class CallStart(Base):
+    """A billed call's fixed facts, from reservation on (see the module docstring)."""
+
+    __tablename__ = "billing_calls"
+
+    call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(100), index=True)
+    plan: Mapped[str] = mapped_column(String(100))
+    facility_id: Mapped[str] = mapped_column(String(64))
+    service: Mapped[str] = mapped_column(String(8))
+    caller: Mapped[str] = mapped_column(String(128))
+    callee: Mapped[str] = mapped_column(String(128))
+    setup_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    increment: Mapped[str] = mapped_column(String(32))
+    increment_seconds: Mapped[int] = mapped_column(Integer)
+    # [[kind, account, share percent], ...]
+    payers: Mapped[Any] = mapped_column(JSON, nullable=False)
+    holds: Mapped[Any] = mapped_column(JSON, nullable=False)  # [[account, hold id], ...]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class CallRecord(Base):
+    """The call detail record: what happened on a call and what it cost, once."""
+
+    __tablename__ = "billing_cdrs"
+    __table_args__ = (
+        CheckConstraint("media_seconds >= 0", name="media_seconds"),
+        CheckConstraint("total >= 0 AND credit_total >= 0", name="amounts"),
+    )
+
+    call_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("billing_calls.call_id"), primary_key=True
+    )
+    visit_id: Mapped[str | None] = mapped_column(String(64))  # once visits exist
+    node_id: Mapped[str] = mapped_column(String(100))
+    facility_id: Mapped[str] = mapped_column(String(64), index=True)
+    tier: Mapped[str] = mapped_column(String(200))
+    cap_period: Mapped[str] = mapped_column(String(64))
+    service: Mapped[str] = mapped_column(String(8))
+    caller: Mapped[str] = mapped_column(String(128))
+    callee: Mapped[str] = mapped_column(String(128))
+    # [[kind, account, share percent], ...]
+    payers: Mapped[Any] = mapped_column(JSON, nullable=False)
+    setup_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    answer_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    end_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    media_seconds: Mapped[int] = mapped_column(Integer)  # billed media time
+    metered_seconds: Mapped[int] = mapped_column(Integer)
+    uncharged_seconds: Mapped[int] = mapped_column(Integer)  # metered beyond the funds
+    increment: Mapped[str] = mapped_column(String(32))
+    billed_units: Mapped[int] = mapped_column(Integer)
+    billed_unit: Mapped[str] = mapped_column(String(8))
+    rate_per_minute: Mapped[int] = mapped_column(BigInteger)  # µ$
+    cap_per_minute: Mapped[int] = mapped_column(BigInteger)  # µ$, the FCC cap applied
+    additive_per_minute: Mapped[int] = mapped_column(BigInteger)  # µ$
+    total: Mapped[int] = mapped_column(BigInteger)  # µ$, before credits
+    amounts: Mapped[Any] = mapped_column(JSON, nullable=False)  # {account: µ$ charged}
+    credit_total: Mapped[int] = mapped_column(BigInteger)  # µ$
+    credits: Mapped[Any] = mapped_column(JSON, nullable=False)  # {account: µ$ credited}
+    credit_reason: Mapped[str] = mapped_column(String(500))
+    # [{kind, label, amount, explanation}]
+    lines: Mapped[Any] = mapped_column(JSON, nullable=False)
+    explanation: Mapped[str] = mapped_column(Text)
+    disconnect_cause: Mapped[str] = mapped_column(String(200))
+    ended_by: Mapped[str] = mapped_column(String(16))
+    sip_status: Mapped[int | None] = mapped_column(Integer)
+    low_balance_warning: Mapped[int | None] = mapped_column(Integer)  # seconds left when warned
+    quality: Mapped[Any | None] = mapped_column(JSON, nullable=True)  # media quality summary, later
+    recovered: Mapped[bool] = mapped_column(Boolean)
+    settle_entry_id: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

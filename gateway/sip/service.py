@@ -8,10 +8,11 @@ in the sans-IO modules; this file only wires them to the reactor.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import ssl
+from twisted.internet import defer, ssl
 
 from ..config import Config, ListenAddress
 from ..store.base import Store
@@ -21,7 +22,7 @@ from .b2bua import CallAnswered, CallEnded, CallLayer, IncomingCall, SessionTime
 from .core import CoreConfig, SipCore
 from .keepalive import KeepAlive
 from .registrar_glue import BindingContacts, RegistrarHandler, make_authorizer, make_registrar
-from .routing import ConfigRouter, Rejection
+from .routing import ConfigRouter, Rejection, Target
 from .transaction import Peer, TimerConfig
 from .transport import (
     SipClientFactory,
@@ -31,6 +32,8 @@ from .transport import (
 )
 
 log = logging.getLogger("gateway.sip")
+
+STATUS_INTERVAL = 30.0  # seconds between "SIP status" log lines (only when they change)
 
 
 class SipService(service.Service):
@@ -44,6 +47,10 @@ class SipService(service.Service):
         self.core: SipCore | None = None
         self.driver: SipDriver | None = None
         self.calls: CallLayer | None = None
+        # Hooks for billing: ``call_gate`` may refuse a routed call (it may answer
+        # later, with a Deferred); ``call_listeners`` see CallAnswered and CallEnded.
+        self.call_gate: Callable[[IncomingCall], Any] | None = None
+        self.call_listeners: list[Callable[[CallAnswered | CallEnded], None]] = []
 
     @property
     def reactor(self) -> Any:
@@ -94,9 +101,29 @@ class SipService(service.Service):
         if sip.options_keepalive_seconds > 0:
             self.keepalive = KeepAlive(core, contacts, sip.options_keepalive_seconds)
             self.keepalive.start()
+        self._last_status: tuple[int, int, int] | None = None
+        core.call_later(STATUS_INTERVAL, self._log_status)
         driver.flush()
         for transport, (host, port) in sorted(self.bound.items()):
             log.info("SIP listening on %s:%s:%s", transport, host, port)
+
+    def _log_status(self, now: float) -> None:
+        """One info line every STATUS_INTERVAL seconds when the counts changed."""
+        core = self.core
+        if core is None or not self.running:
+            return
+        core.call_later(STATUS_INTERVAL, self._log_status)
+        try:
+            bindings = self.registrar.bindings_count(now)
+        except Exception:  # noqa: BLE001 - a status line must never break the service
+            log.exception("could not count registrations")
+            bindings = -1
+        status = (bindings, len(self.calls.calls) if self.calls else 0, len(core.transactions))
+        if status != self._last_status:
+            self._last_status = status
+            log.info("SIP status: %d registered binding(s), %d call(s), %d transaction(s); "
+                     "%d message(s) received, %d sent", *status, core.stats["rx"],
+                     core.stats["tx"])
 
     def _listen(self, addr: ListenAddress, driver: SipDriver) -> None:
         sip = self.config.sip
@@ -140,11 +167,45 @@ class SipService(service.Service):
                 calls.reject(ev.call, decision.status, decision.reason)
             else:
                 log.info("call %s: routing %r to %s", ev.call.id, ev.user, decision.description)
-                calls.connect(ev.call, decision.uri, decision.peer, from_user=ev.presented_user)
-        elif isinstance(ev, CallAnswered):
-            pass
-        elif isinstance(ev, CallEnded):
-            pass
+                if self.call_gate is None:
+                    calls.connect(ev.call, decision.uri, decision.peer,
+                                  from_user=ev.presented_user)
+                else:
+                    self._admit(ev, decision)
+        elif isinstance(ev, CallAnswered | CallEnded):
+            for listener in self.call_listeners:
+                listener(ev)
+
+    def _admit(self, ev: IncomingCall, target: Target) -> None:
+        """Connect once the gate agrees (billing: payer, funds); refuse with its status."""
+        assert self.call_gate is not None
+
+        def failed(f: Any) -> Rejection:
+            log.error("call %s: admission check failed: %s", ev.call.id, f.getErrorMessage())
+            return Rejection(480, "Temporarily Unavailable")
+
+        def decided(refusal: Rejection | None) -> None:
+            if not ev.call.active:
+                return  # cancelled meanwhile
+            if refusal is None:
+                self.run(lambda calls: calls.connect(ev.call, target.uri, target.peer,
+                                                     from_user=ev.presented_user))
+            else:
+                log.info("call %s: refused: %s %s", ev.call.id, refusal.status, refusal.reason)
+                self.run(lambda calls: calls.reject(ev.call, refusal.status, refusal.reason))
+
+        d = defer.maybeDeferred(self.call_gate, ev)
+        d.addErrback(failed)
+        # Always from a fresh reactor turn, never inside the driver's flush.
+        d.addCallback(lambda refusal: self.reactor.callLater(0, decided, refusal))
+
+    def run(self, action: Callable[[CallLayer], object]) -> None:
+        """Act on calls outside SIP input (a timer, a database answer), then send."""
+        if self.calls is None or self.core is None or self.driver is None:
+            return
+        self.core.now = max(self.core.now, self.reactor.seconds())
+        action(self.calls)
+        self.driver.flush()
 
     def stopService(self) -> Any:  # noqa: N802
         from twisted.internet import defer
