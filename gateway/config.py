@@ -41,6 +41,7 @@ DEFAULT_LISTEN = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
 WEB_DEFAULT_LISTEN = ("http:127.0.0.1:8080",)
 WEB_MEDIA_MODES = ("echo", "test-pattern")  # "bridge" once gateway/bridge exists
 WEB_MAX_TOKEN_TTL = 86400  # join tokens are short-lived: a day at most
+STAFF_ROLES = ("billing",)  # [[web.staff]] roles: "billing" reads exports, statements, receipts
 
 # RFC 3261 "user" characters (unreserved / user-unreserved), without escapes.
 _USER_RE = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,;?/]+$")
@@ -51,6 +52,9 @@ _HOSTNAME_RE = re.compile(
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
 _HEX_RE = re.compile(r"^[0-9a-fA-F]+$")
+# An argon2 hash in PHC form, as argon2-cffi's PasswordHasher().hash(key) writes it.
+_ARGON2_RE = re.compile(
+    r"^\$argon2(id|i|d)\$v=[0-9]+\$m=[0-9]+,t=[0-9]+,p=[0-9]+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+\Z")
 
 
 def package_version() -> str:
@@ -307,6 +311,15 @@ class WebListenAddress:
 
 
 @dataclass(frozen=True, slots=True)
+class StaffKey:
+    """One ``[[web.staff]]`` entry: who holds a bearer key, its argon2 hash, its roles."""
+
+    name: str
+    key_hash: str  # argon2 PHC string ("$argon2id$v=19$m=...,t=...,p=...$salt$hash")
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class WebConfig:
     """The family-facing web server (``[web]``); off unless the table is present."""
 
@@ -322,6 +335,7 @@ class WebConfig:
     join_failure_limit: int = 10  # 0 = no blocking
     join_failure_window: int = 60
     join_block_seconds: int = 300
+    staff: tuple[StaffKey, ...] = ()  # [[web.staff]]: bearer keys for the staff API
 
     @classmethod
     def disabled(cls) -> WebConfig:
@@ -424,9 +438,17 @@ class _Locator:
         self.i = 0
         self.lines: dict[PathKey, int] = {}
         self.aot: dict[PathKey, int] = {}  # array-of-tables path -> current index
+        self._line_at = (0, 1)  # (offset, its line number): counting from the start
+        # every time made files with thousands of accounts take seconds to load
 
     def line(self) -> int:
-        return self.s.count("\n", 0, self.i) + 1
+        at, no = self._line_at
+        if self.i >= at:
+            no += self.s.count("\n", at, self.i)
+        else:
+            no = self.s.count("\n", 0, self.i) + 1
+        self._line_at = (self.i, no)
+        return no
 
     def peek(self, n: int = 1) -> str:
         return self.s[self.i : self.i + n]
@@ -809,7 +831,7 @@ class _Reader:
         t = self.table(data, (), "web", (
             "enabled", "listen", "certificate", "private_key", "allowed_origins", "admin_key",
             "token_ttl", "media_mode", "max_message_bytes", "join_failure_limit",
-            "join_failure_window", "join_block_seconds",
+            "join_failure_window", "join_block_seconds", "staff",
         ))
         enabled = self.boolean(t, p, "enabled", True)
         listen: list[WebListenAddress] = []
@@ -878,7 +900,34 @@ class _Reader:
                                              d.join_failure_window, unit=s),
             join_block_seconds=self.integer(t, p, "join_block_seconds", d.join_block_seconds,
                                             unit=s),
+            staff=self.read_staff(t, p),
         )
+
+    def read_staff(self, t: _Table, p: PathKey) -> tuple[StaffKey, ...]:
+        """``[[web.staff]]``: name, key_hash (argon2) and roles of each staff key."""
+        out: list[StaffKey] = []
+        for path, item in self.table_list(t, p, "staff", ("name", "key_hash", "roles")):
+            name = self.string(item, path, "name", None, pattern=_TOKEN_RE,
+                               what="a name of letters, digits, '.', '_' and '-'")
+            key_hash = self.string(item, path, "key_hash", None, pattern=_ARGON2_RE,
+                                   what='an argon2 hash such as "$argon2id$v=19$m=65536,t=3,'
+                                   'p=4$..." (make one with `gateway billing staff-key`)')
+            roles: list[str] = []
+            for rpath, role in self.string_list(item, path, "roles", ()):
+                if role not in STAFF_ROLES:
+                    self.expected(rpath, "one of " + ", ".join(f'"{r}"' for r in STAFF_ROLES),
+                                  role)
+                elif role not in roles:
+                    roles.append(role)
+            for key in ("name", "key_hash", "roles"):
+                if key not in item:
+                    self.fail((*path, key), "required in every [[web.staff]]")
+            if name is not None and any(k.name == name for k in out):
+                self.fail((*path, "name"), f'"{name}" is already used by another staff key')
+                continue
+            if name is not None and key_hash is not None and "roles" in item:
+                out.append(StaffKey(name, key_hash, tuple(roles)))
+        return tuple(out)
 
     def read_webrtc(self, data: _Table) -> WebRtcConfig:
         """``[webrtc]``: the addresses, ports and STUN/TURN servers of browser media.

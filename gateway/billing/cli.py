@@ -4,7 +4,10 @@
 hash chain and every balance and exits 0 (intact) or 1 (problems found);
 ``open-account``, ``deposit`` and ``balance`` are for staff and tests;
 ``receipt --call ID`` prints a call's receipt as JSON, in words a family reads,
-and ``cdrs`` lists call detail records (JSON, one per line).  The
+and ``cdrs`` lists call detail records (JSON, one per line); ``export``
+streams CDRs of a period as CSV or JSON Lines, ``statement`` renders an account's
+monthly statement (CSV or PDF) and ``staff-key`` makes a ``[[web.staff]]`` key
+for the billing API (see docs/billing.md).  The
 database is ``[database] url`` of the configuration (SQLite in ``data_dir``
 by default).  Database and ORM modules are imported only when a billing
 command runs, so other ``gateway`` commands stay fast.
@@ -82,6 +85,40 @@ def add_billing_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     receipt.add_argument("--call", required=True, metavar="ID", help="the call id")
     cdrs = command("cdrs", "call detail records, one JSON object per line", _cmd_cdrs)
     cdrs.add_argument("--account", metavar="ID", help="only calls this account paid for")
+    export = command(
+        "export", "export the CDRs of a period as CSV or JSON Lines", _cmd_export,
+        "Stream the call detail records of calls that ended from --from (inclusive) to --to "
+        "(exclusive), UTC, in end-time order. Columns: docs/billing.md.",
+    )
+    export.add_argument("--from", dest="start", required=True, metavar="DATE",
+                        help="YYYY-MM-DD (midnight UTC) or an ISO 8601 time")
+    export.add_argument("--to", dest="end", required=True, metavar="DATE",
+                        help="exclusive end: YYYY-MM-DD or an ISO 8601 time")
+    export.add_argument("--facility", metavar="ID", help="only this facility's calls")
+    export.add_argument("--format", dest="fmt", default="csv", metavar="csv|json",
+                        help="csv (default) or json (JSON Lines: one object per line)")
+    export.add_argument("--output", "-o", type=Path, metavar="FILE",
+                        help="write here (replaced only once complete; default: stdout)")
+    statement = command("statement", "an account's monthly statement (CSV or PDF)",
+                        _cmd_statement)
+    statement.add_argument("--account", required=True, metavar="ID")
+    statement.add_argument("--month", required=True, metavar="YYYY-MM",
+                           help="the calendar month, UTC")
+    statement.add_argument("--format", dest="fmt", default="csv", metavar="csv|pdf",
+                           help="csv (default) or pdf")
+    statement.add_argument("--output", "-o", type=Path, metavar="FILE",
+                           help="write here (default: stdout)")
+    staff = bsub.add_parser(
+        "staff-key", help="make a bearer key for the billing API ([[web.staff]])",
+        description="Print a new random bearer key and the [[web.staff]] table (with the "
+        "key's argon2 hash) to add to the [web] section of the configuration. The key "
+        "itself is not stored anywhere: hand it to the person or tool named.",
+    )
+    staff.add_argument("--name", required=True, metavar="NAME",
+                       help="who holds the key, e.g. jane-billing")
+    staff.add_argument("--role", action="append", dest="roles", metavar="ROLE",
+                       help="a role (default and only one so far: billing)")
+    staff.set_defaults(func=_cmd_staff_key)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -254,4 +291,125 @@ def _cmd_cdrs(args: argparse.Namespace, url: str) -> int:
         db.dispose()
     for cdr in cdrs:
         print(json.dumps(cdr.as_dict(), sort_keys=True))
+    return EXIT_OK
+
+
+def _write_atomically(path: Path, chunks: Any) -> None:
+    """Write to a temporary file beside ``path``, renamed over it only when complete."""
+    import os
+    import tempfile
+
+    path = path.expanduser()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part",
+                               dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_output(path: Path | None) -> None:
+    if path is not None and not path.expanduser().parent.is_dir():
+        raise _Fail(f"--output: no directory {str(path.expanduser().parent)!r}", EXIT_CONFIG)
+
+
+def _cmd_export(args: argparse.Namespace, url: str) -> int:
+    from gateway.billing.export import FORMATS, CdrExport, ExportError, check_facility, export_range
+
+    try:
+        if args.fmt not in FORMATS:
+            raise ExportError("format", f"expected csv or json, got {args.fmt!r}")
+        where = export_range(args.start, args.end, args.facility)
+    except ExportError as exc:
+        raise _Fail(f"--{exc.field}: {exc.message}; nothing was written", EXIT_CONFIG) from None
+    _check_output(args.output)
+    config = load_config(args.config) if args.config else default_config()
+    db = _open(url)
+    try:
+        try:
+            check_facility(db, where.facility, (f.id for f in config.billing.facilities))
+        except ExportError as exc:
+            raise _Fail(f"--{exc.field}: {exc.message}; nothing was written",
+                        EXIT_CONFIG) from None
+        export = CdrExport(db, where, args.fmt)
+        if args.output is None:
+            out = sys.stdout.buffer
+            for chunk in export:
+                out.write(chunk)
+            out.flush()
+        else:
+            _write_atomically(args.output, export)
+    finally:
+        db.dispose()
+    if args.output is not None:
+        print(f"exported {export.rows} call records ({where.describe()}) to {args.output}",
+              file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_statement(args: argparse.Namespace, url: str) -> int:
+    from gateway.billing.statements import (
+        FORMATS,
+        StatementError,
+        build_statement,
+        parse_month,
+        render,
+    )
+
+    try:
+        if args.fmt not in FORMATS:
+            raise StatementError("format", f"expected csv or pdf, got {args.fmt!r}")
+        parse_month(args.month)
+    except StatementError as exc:
+        raise _Fail(f"--{exc.field}: {exc.message}; nothing was written", EXIT_CONFIG) from None
+    _check_output(args.output)
+    db = _open(url)
+    try:
+        try:
+            st = build_statement(db, args.account, args.month)
+        except StatementError as exc:
+            raise _Fail(f"--{exc.field}: {exc.message}; nothing was written") from None
+    finally:
+        db.dispose()
+    data = render(st, args.fmt)
+    if args.output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        _write_atomically(args.output, [data])
+        print(f"statement of {st.account.id} for {st.month}: opening {st.opening}, closing "
+              f"{st.closing}, {len(st.lines)} lines; ledger anchor {st.anchor}",
+              file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_staff_key(args: argparse.Namespace) -> int:
+    import re
+    import secrets
+
+    from argon2 import PasswordHasher
+
+    from gateway.config import STAFF_ROLES
+
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*\Z", args.name):
+        print(f"gateway billing staff-key: --name: expected letters, digits, '.', '_' and '-', "
+              f"got {args.name!r}", file=sys.stderr)
+        return EXIT_CONFIG
+    roles = args.roles or ["billing"]
+    unknown = [r for r in roles if r not in STAFF_ROLES]
+    if unknown:
+        print(f"gateway billing staff-key: --role: unknown role {unknown[0]!r} (known: "
+              f"{', '.join(STAFF_ROLES)})", file=sys.stderr)
+        return EXIT_CONFIG
+    key = secrets.token_urlsafe(32)
+    digest = PasswordHasher().hash(key)
+    role_list = ", ".join(f'"{r}"' for r in dict.fromkeys(roles))
+    print(f"# Bearer key for {args.name} (shown once; only its hash goes in the config):\n"
+          f"# {key}\n"
+          f"[[web.staff]]\nname = \"{args.name}\"\nkey_hash = \"{digest}\"\n"
+          f"roles = [{role_list}]")
     return EXIT_OK

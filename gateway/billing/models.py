@@ -210,6 +210,7 @@ class CallRecord(Base):
     __table_args__ = (
         CheckConstraint("media_seconds >= 0", name="media_seconds"),
         CheckConstraint("total >= 0 AND credit_total >= 0", name="amounts"),
+        Index("ix_billing_cdrs_end_at_call_id", "end_at", "call_id"),  # exports (0003)
     )
 
     call_id: Mapped[str] = mapped_column(
