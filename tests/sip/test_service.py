@@ -150,11 +150,8 @@ def test_tcp_connections_per_source_are_limited(gateway_factory: GwFactory) -> N
             c.close()
 
 
-def test_large_request_goes_over_tcp_to_the_callee(gateway_factory: GwFactory) -> None:
-    """18.1.1: an INVITE over 1300 bytes is forwarded over TCP, not UDP."""
-    port = free_port()
-    callee_port = free_port()
-    extra = f"""
+def trunk_config(port: int, callee_port: int) -> str:
+    return base_config(port, extra=f"""
 [[sip.trunks]]
 name = "pbx"
 sources = ["127.0.0.1/32"]
@@ -162,11 +159,31 @@ uri = "sip:127.0.0.1:{callee_port}"
 [[routes]]
 match = ".*"
 to = "trunk:pbx"
-"""
-    gateway_factory(base_config(port, extra=extra))
-    sdp = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+""")
+
+
+BIG_SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
            "m=audio 7000 RTP/AVP 0\r\n" + "".join(f"a=x-pad{i}:{'b' * 60}\r\n"
                                                  for i in range(25))).encode()
+
+
+def big_invite(me: int, n: int) -> bytes:
+    """An INVITE from the trunk whose SDP makes it larger than 1300 bytes."""
+    return (
+        f"INVITE sip:2001@127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-big{n};rport\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:pbx@127.0.0.1>;tag=b{n}\r\n"
+        f"To: <sip:2001@127.0.0.1>\r\nCall-ID: big{n}@127.0.0.1\r\nCSeq: 1 INVITE\r\n"
+        f"Contact: <sip:pbx@127.0.0.1:{me}>\r\nContent-Type: application/sdp\r\n"
+        f"Content-Length: {len(BIG_SDP)}\r\n\r\n"
+    ).encode() + BIG_SDP
+
+
+def test_large_request_goes_over_tcp_to_the_callee(gateway_factory: GwFactory) -> None:
+    """18.1.1: an INVITE over 1300 bytes is forwarded over TCP, not UDP."""
+    port = free_port()
+    callee_port = free_port()
+    gateway_factory(trunk_config(port, callee_port))
     with udp_socket() as caller, \
             socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as callee_udp:
@@ -174,16 +191,7 @@ to = "trunk:pbx"
         listener.listen()
         listener.settimeout(5)
         callee_udp.bind(("127.0.0.1", callee_port))
-        me = caller.getsockname()[1]
-        invite = (
-            f"INVITE sip:2001@127.0.0.1 SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-big;rport\r\n"
-            f"Max-Forwards: 70\r\nFrom: <sip:pbx@127.0.0.1>;tag=b1\r\n"
-            f"To: <sip:2001@127.0.0.1>\r\nCall-ID: big@127.0.0.1\r\nCSeq: 1 INVITE\r\n"
-            f"Contact: <sip:pbx@127.0.0.1:{me}>\r\nContent-Type: application/sdp\r\n"
-            f"Content-Length: {len(sdp)}\r\n\r\n"
-        ).encode() + sdp
-        caller.sendto(invite, ("127.0.0.1", port))
+        caller.sendto(big_invite(caller.getsockname()[1], 1), ("127.0.0.1", port))
         conn, _ = listener.accept()
         with conn:
             conn.settimeout(5)
@@ -194,39 +202,18 @@ to = "trunk:pbx"
                            if not isinstance(m, Exception))
             fwd = got[0]
             assert isinstance(fwd, Request) and fwd.method == "INVITE"
-            assert fwd.body == sdp
+            assert fwd.body == BIG_SDP
             assert fwd.vias[0].startswith("SIP/2.0/TCP")
 
 
 def test_large_request_falls_back_to_udp_when_tcp_is_refused(gateway_factory: GwFactory) -> None:
     port = free_port()
     callee_port = free_port()
-    extra = f"""
-[[sip.trunks]]
-name = "pbx"
-sources = ["127.0.0.1/32"]
-uri = "sip:127.0.0.1:{callee_port}"
-[[routes]]
-match = ".*"
-to = "trunk:pbx"
-"""
-    gateway_factory(base_config(port, extra=extra))
-    sdp = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-           "m=audio 7000 RTP/AVP 0\r\n" + "".join(f"a=x-pad{i}:{'b' * 60}\r\n"
-                                                 for i in range(25))).encode()
-    with udp_socket() as caller, udp_socket() as _unused, \
+    gateway_factory(trunk_config(port, callee_port))
+    with udp_socket() as caller, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as callee_udp:
         callee_udp.bind(("127.0.0.1", callee_port))  # nothing listens on TCP there
         callee_udp.settimeout(5)
-        me = caller.getsockname()[1]
-        invite = (
-            f"INVITE sip:2001@127.0.0.1 SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-big2;rport\r\n"
-            f"Max-Forwards: 70\r\nFrom: <sip:pbx@127.0.0.1>;tag=b2\r\n"
-            f"To: <sip:2001@127.0.0.1>\r\nCall-ID: big2@127.0.0.1\r\nCSeq: 1 INVITE\r\n"
-            f"Contact: <sip:pbx@127.0.0.1:{me}>\r\nContent-Type: application/sdp\r\n"
-            f"Content-Length: {len(sdp)}\r\n\r\n"
-        ).encode() + sdp
-        caller.sendto(invite, ("127.0.0.1", port))
+        caller.sendto(big_invite(caller.getsockname()[1], 2), ("127.0.0.1", port))
         fwd = parse_datagram(callee_udp.recv(65535))
-        assert isinstance(fwd, Request) and fwd.method == "INVITE" and fwd.body == sdp
+        assert isinstance(fwd, Request) and fwd.method == "INVITE" and fwd.body == BIG_SDP
