@@ -147,8 +147,11 @@ def encode(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 
-def joined(call_id: str, role: str, peer: str) -> dict[str, Any]:
-    return {"type": "joined", "call_id": call_id, "role": role, "peer": peer}
+def joined(call_id: str, role: str, peer: str,
+           ice_servers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``ice_servers``: RTCIceServer dicts for ``new RTCPeerConnection`` ([] = host only)."""
+    return {"type": "joined", "call_id": call_id, "role": role, "peer": peer,
+            "ice_servers": list(ice_servers or [])}
 
 
 def answer(sdp: str) -> dict[str, Any]:

@@ -34,6 +34,8 @@ from gateway.config import Config, WebListenAddress
 from gateway.sip.ratelimit import AuthFailureLimiter
 from gateway.webrtc.api import MediaEndpoint
 
+from .billing_api import install_billing_api
+from .media import browser_ice_servers
 from .protocol import CLOSE_GOING_AWAY
 from .routes import create_app
 from .signalling import SignallingContext, SignallingHub
@@ -94,8 +96,10 @@ class WebServer:
         self.context = SignallingContext(
             web=web, tokens=JoinTokens(config.gateway.secret_key()), hub=self.hub,
             media=media, limiter=limiter, clock=clock,
+            ice_servers=browser_ice_servers(config.webrtc),
         )
         self.app = create_app(self.context)
+        self.billing = install_billing_api(self.app, config)  # None unless [billing] on
         self.bound: list[WebListenAddress] = []  # port 0 resolved
         self._sockets: dict[str, list[socket.socket]] = {}
         self._servers: list[tuple[_GuestServer, list[socket.socket]]] = []

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.websockets import WebSocket
@@ -157,6 +157,8 @@ class SignallingContext:
     limiter: AuthFailureLimiter | None
     clock: Callable[[], float]
     join_timeout: float = p.JOIN_TIMEOUT
+    # RTCIceServer dicts sent in ``joined`` (the [webrtc] STUN/TURN servers); [] = none.
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Connection:
@@ -269,6 +271,7 @@ class Connection:
     async def _cleanup(self) -> None:
         session, self.session = self.session, None
         self.ctx.hub._closed(self, self._leave_reason)
+        media = ""
         if session is not None:
             session.on_local_candidate = None
             session.on_state = None
@@ -277,9 +280,10 @@ class Connection:
             except Exception:
                 log.exception("web: closing the media session of call %s failed",
                               self.call_id)
+            media = media_summary(session)
         if self.claims is not None:
-            log.info("web: %s left call %s (%s)", self.peer, self.call_id,
-                     self._leave_reason)
+            log.info("web: %s left call %s (%s)%s", self.peer, self.call_id,
+                     self._leave_reason, media)
 
     # -- messages
 
@@ -332,7 +336,7 @@ class Connection:
         session.on_state = self._media_state
         self.session = session
         self.claims = claims
-        self.send(p.joined(claims.call_id, claims.role, self.peer))
+        self.send(p.joined(claims.call_id, claims.role, self.peer, ctx.ice_servers))
         ctx.hub._joined(self, claims.call_id)
         log.info("web: %s (%s) joined call %s as %s", self.peer, self.source, claims.call_id,
                  claims.role)
@@ -381,6 +385,26 @@ class Connection:
             self._leave_reason = "media-closed"
             self.send(p.event("ended", reason="media-closed"))
             self.end(p.CLOSE_NORMAL, "media closed")
+
+
+def media_summary(session: MediaSession) -> str:
+    """What the media session counted, for the leave log line (ops and the browser tests).
+
+    ``; media rx audio=812 video=1534 tx audio=812 video=1534 packets;
+    codecs audio=opus/48000/2 video=VP8/90000``; "" if the session cannot say.
+    """
+    try:
+        st = session.stats()
+    except Exception:
+        log.debug("web: stats of a closed media session failed", exc_info=True)
+        return ""
+
+    def counts(d: Mapping[str, int]) -> str:
+        return " ".join(f"{k}={d.get(k, 0)}" for k in ("audio", "video"))
+
+    codecs = " ".join(f"{k}={v}" for k, v in sorted(st.codecs.items())) or "none"
+    return (f"; media rx {counts(st.packets_received)} tx {counts(st.packets_sent)} "
+            f"packets; codecs {codecs}")
 
 
 async def serve_signalling(ws: WebSocket, ctx: SignallingContext) -> None:

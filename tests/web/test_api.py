@@ -117,7 +117,7 @@ def test_page_is_served_with_security_headers(tmp_path: Path) -> None:
     assert headers["x-frame-options"] == "DENY"
     assert "strict-transport-security" not in headers  # plain http: HSTS means nothing
     assert "server" not in headers
-    status, headers, _ = call(tmp_path, "GET", "/static/style.css")
+    status, headers, _ = call(tmp_path, "GET", "/static/call.css")
     assert status == 200 and headers["content-type"].startswith("text/css")
 
 

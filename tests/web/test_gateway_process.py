@@ -51,9 +51,10 @@ def test_join_a_running_gateway_with_a_cli_token(gateway_factory: GwFactory,
         async with browser(url) as b:
             joined = await b.join(token, call_id="visit-1")
             assert joined["call_id"] == "visit-1"
+            assert joined["ice_servers"] == []  # no STUN/TURN unless configured
             await b.send({"type": "offer", "sdp": OFFER})
-            # no media endpoint is wired into the gateway yet
-            assert (await b.expect("error"))["code"] == "media_unavailable"
+            # the real media endpoint is wired in: it refuses an offer without media
+            assert (await b.expect("error"))["code"] == "invalid_sdp"
             await b.send({"type": "ping"})
             await b.expect("pong")
             # SIGTERM: Twisted stops the services; the web one closes us with 1001
