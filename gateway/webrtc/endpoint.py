@@ -73,6 +73,13 @@ MODES: tuple[str, ...] = ("echo", "test-pattern", "bridge")
 RTCP_INTERVAL = 1.0  # seconds, randomised by +-50% (RFC 3550 6.3.1)
 DISCONNECTED_AFTER = 5.0  # seconds without any datagram from the browser
 ICE_DEADLINE = 30.0  # seconds for ICE (or an ICE restart) to find a working pair
+# As the answerer, our checks on a new ICE agent (first offer or ICE restart) are useless
+# until the browser has applied our answer: sent earlier, they carry credentials it does not
+# know yet and fail, and after such failures Chrome sometimes never checks our new port, so
+# an ICE restart never completes.  The browser's first check with our new ufrag proves it
+# has the answer, so our checks start then, or after this many seconds if none comes (a
+# browser that sends no checks of its own, ICE-lite-like, still gets ours).
+CHECKS_FALLBACK = 1.0
 DTLS_DEADLINE = 30.0  # seconds from ICE connected to a finished handshake
 NACK_HISTORY = 512  # sent video packets kept for retransmission
 KEYFRAME_FORWARD_GAP = 0.1  # echo mode: at most one forwarded keyframe request per 100 ms
@@ -646,7 +653,7 @@ class WebRtcSession:
 
     async def _connect(self, agent: IceAgent) -> None:
         try:
-            await asyncio.wait_for(agent.connect(), ICE_DEADLINE)
+            await asyncio.wait_for(self._run_checks(agent), ICE_DEADLINE)
         except (ConnectionError, TimeoutError) as exc:
             reason = (str(exc) if isinstance(exc, ConnectionError)
                       else f"no working candidate pair within {ICE_DEADLINE:g} s")
@@ -679,6 +686,18 @@ class WebRtcSession:
             self._after_dtls()
         if dtls is not None and dtls.state != "connected":
             self._spawn(self._dtls_deadline())
+
+    async def _run_checks(self, agent: IceAgent) -> None:
+        """Start ``agent``'s checks once the browser has our answer (see CHECKS_FALLBACK).
+
+        Checks the browser sends meanwhile are answered and kept by aioice, and become
+        triggered checks as soon as ``connect()`` starts.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(agent.remote_checked.wait(), CHECKS_FALLBACK)
+        if agent is not self._ice and agent is not self._pending_ice:
+            raise ConnectionError("superseded before its checks started")
+        await agent.connect()
 
     async def _dtls_deadline(self) -> None:
         await asyncio.sleep(DTLS_DEADLINE)

@@ -14,7 +14,8 @@ fails loudly when they change):
   ``_local_candidates_end``, ``_remote_candidates``, ``_nominated``,
   ``_pair_remote_candidate()``, ``sort_check_list()``;
 - ``Connection.data_received(data, component)`` (called by ``StunProtocol`` for every
-  non-STUN datagram) and ``close()`` (called by consent freshness on expiry);
+  non-STUN datagram), ``request_received(message, addr, protocol)`` (for every STUN
+  request) and ``close()`` (called by consent freshness on expiry);
 - ``StunProtocol(receiver)`` with ``.local_candidate`` and ``.transport``;
   ``CandidatePair.protocol`` / ``.remote_addr``;
 - the module functions ``server_reflexive_candidate`` and ``relayed_candidate``.
@@ -29,7 +30,7 @@ import random
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from aioice import Candidate
+from aioice import Candidate, stun
 from aioice import ice as aioice_ice
 from aioice import turn as aioice_turn
 from aioice.candidate import candidate_foundation, candidate_priority
@@ -76,6 +77,9 @@ class IceAgent(aioice_ice.Connection):
 
     ``on_data(bytes)`` gets every non-STUN datagram synchronously, in the order received;
     ``on_closed()`` is called once when the agent closes, including when consent expires.
+    ``remote_checked`` is set by the first Binding request that carries this agent's
+    ufrag and passes its password's MESSAGE-INTEGRITY: proof that the peer has our
+    credentials (for an answerer, that it has applied the answer).
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class IceAgent(aioice_ice.Connection):
         self.on_data = on_data
         self.on_closed = on_closed
         self._closed_notified = False
+        self.remote_checked = asyncio.Event()
 
     # --- gathering
 
@@ -211,6 +216,30 @@ class IceAgent(aioice_ice.Connection):
         finally:
             for task in tasks:
                 task.cancel()
+
+    # --- incoming checks
+
+    def request_received(
+        self,
+        message: stun.Message,
+        addr: tuple[str, int],
+        protocol: aioice_ice.StunProtocol,
+    ) -> None:
+        super().request_received(message, addr, protocol)
+        if not self.remote_checked.is_set() and not self._closing and (
+            self._knows_our_credentials(message)
+        ):
+            self.remote_checked.set()
+
+    def _knows_our_credentials(self, message: stun.Message) -> bool:
+        if message.message_method != stun.Method.BINDING:
+            return False
+        username = message.attributes.get("USERNAME")
+        if not isinstance(username, str) or "MESSAGE-INTEGRITY" not in message.attributes:
+            return False
+        if username.partition(":")[0] != self.local_username:
+            return False
+        return bool(message.check_message_integrity(self.local_password.encode("utf8")))
 
     # --- data path
 

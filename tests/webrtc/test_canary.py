@@ -52,6 +52,10 @@ def test_aioice_connection_internals_used_by_ice_agent() -> None:
     assert params(C.data_received) == ["self", "data", "component"]
     assert inspect.iscoroutinefunction(C.close) and inspect.iscoroutinefunction(C.connect)
     assert params(C.add_remote_candidate) == ["self", "remote_candidate"]
+    # IceAgent.remote_checked: every STUN request must reach request_received.
+    assert params(C.request_received) == ["self", "message", "addr", "protocol"]
+    source = inspect.getsource(aioice_ice.StunProtocol.datagram_received)
+    assert "self.receiver.request_received(message, addr, self)" in source
     # Consent expiry must go through close(), which IceAgent overrides to report it.
     assert "await self.close()" in inspect.getsource(C.query_consent)
     # Every non-STUN datagram must reach Connection.data_received synchronously.

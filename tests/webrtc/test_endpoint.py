@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+from typing import Any, cast
 
 import aioice
 import pytest
@@ -25,6 +25,7 @@ from gateway.webrtc import (
     SessionState,
     WebRtcConfig,
     WebRtcEndpoint,
+    WebRtcSession,
 )
 
 pytestmark = pytest.mark.usefixtures("loopback_peer")
@@ -193,6 +194,135 @@ def test_ice_restart_keeps_media_flowing() -> None:
             assert after.extra["selected_pair"] != old_pair
             assert after.extra["selected_pair"][1][1] == new.local_candidates[0].port
             assert "failed" not in states and session.state == "connected"
+            await new.close()
+        finally:
+            await peer.close()
+            await session.close()
+
+    run(body)
+
+
+
+class _RequestLog:
+    """Times (loop clock) of the Binding requests a test peer's aioice agent receives."""
+
+    def __init__(self, agent: aioice.Connection) -> None:
+        self.times: list[float] = []
+        received = agent.request_received
+
+        def spy(message: Any, addr: tuple[str, int], protocol: Any) -> None:
+            if message.message_method == aioice.stun.Method.BINDING:
+                self.times.append(asyncio.get_running_loop().time())
+            received(message, addr, protocol)
+
+        agent.request_received = spy  # type: ignore[method-assign]
+
+
+async def _restart_late(
+    session: WebRtcSession, peer: BrowserPeer, apply_after: float
+) -> tuple[aioice.Connection, _RequestLog, float, int]:
+    """An ICE restart whose browser applies the answer ``apply_after`` s after it is sent.
+
+    Returns the browser's new agent, the log of checks it received, when the answer left
+    the gateway, and how many of our checks had arrived before the browser's first one.
+    """
+    old, new = await _restart_peer_ice(peer)
+    checks = _RequestLog(new)
+    offer = peer.pc.localDescription.sdp
+    old_ufrag, old_pwd = ice_credentials(offer)
+    reoffer = without_candidates(offer).replace(
+        f"a=ice-ufrag:{old_ufrag}", f"a=ice-ufrag:{new.local_username}"
+    ).replace(f"a=ice-pwd:{old_pwd}", f"a=ice-pwd:{new.local_password}")
+    answer = await session.accept_offer(reoffer)
+    answered_at = asyncio.get_running_loop().time()
+    # The browser trickles its new candidates at once, so nothing but our waiting for its
+    # first check stops our checks from starting now.
+    for c in new.local_candidates:
+        await session.add_remote_candidate(IceCandidate("candidate:" + c.to_sdp(), "0", 0))
+    await session.add_remote_candidate(None)
+
+    await asyncio.sleep(apply_after)  # the answer is still on its way / not yet applied
+    new.remote_username, new.remote_password = ice_credentials(answer)
+    for line in candidates_of(answer):
+        await new.add_remote_candidate(aioice.Candidate.from_sdp(line[10:].split(" ufrag ")[0]))
+    await new.add_remote_candidate(None)
+    before_first_check = len(checks.times)
+    await asyncio.wait_for(new.connect(), 10)  # sends the browser's first check at once
+
+    ice_transport = peer.transceiver("audio").sender.transport.transport
+    ice_transport._send, ice_transport._recv = new.send, new.recv
+    ice_transport._connection = new
+    old._queue = asyncio.Queue()
+    await old.close()  # from now on only the new path can carry media
+    return new, checks, answered_at, before_first_check
+
+
+def test_ice_restart_checks_wait_for_the_browsers_first_check() -> None:
+    """Our checks start only once the browser has shown it applied the answer."""
+    import gateway.webrtc.endpoint as endpoint_module
+
+    apply_after = 0.5
+    assert apply_after < endpoint_module.CHECKS_FALLBACK  # else the fallback would fire
+
+    async def body() -> None:
+        endpoint = WebRtcEndpoint(LOOPBACK)
+        session = endpoint.create_session("call-late-answer", "echo")
+        states: list[SessionState] = []
+        session.on_state = states.append
+        peer = BrowserPeer()
+        try:
+            await connect(session, peer)
+            await wait_for(lambda: peer.frames["video"] > 10, what="video before the restart")
+            new, checks, _, before_first_check = await _restart_late(session, peer,
+                                                                     apply_after)
+            assert before_first_check == 0, "we checked before the browser had our answer"
+            await wait_for(lambda: session.stats().extra["ice_restarts"] == 1,
+                           what="the endpoint to switch to the restarted ICE")
+            assert checks.times, "we never checked the browser's new candidates"
+            frames = peer.frames["video"]
+            await wait_for(lambda: peer.frames["video"] > frames + FRAMES,
+                           what="video after the restart")
+            assert session.stats().extra["selected_pair"][1][1] == new.local_candidates[0].port
+            assert "failed" not in states and session.state == "connected"
+            await new.close()
+        finally:
+            await peer.close()
+            await session.close()
+
+    run(body)
+
+
+def test_ice_restart_checks_start_after_the_fallback_without_browser_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A browser that does not check gets our checks after CHECKS_FALLBACK all the same."""
+    import gateway.webrtc.endpoint as endpoint_module
+
+    monkeypatch.setattr(endpoint_module, "CHECKS_FALLBACK", 0.3)
+
+    async def body() -> None:
+        endpoint = WebRtcEndpoint(LOOPBACK)
+        session = endpoint.create_session("call-silent-browser", "echo")
+        peer = BrowserPeer()
+        try:
+            await connect(session, peer)
+            await wait_for(lambda: peer.frames["video"] > 10, what="video before the restart")
+            new, checks, answered_at, before_first_check = await _restart_late(
+                session, peer, 1.0)
+            assert before_first_check > 0, "the fallback did not start our checks"
+            assert 0.3 <= checks.times[0] - answered_at < 1.0
+            await wait_for(lambda: session.stats().extra["ice_restarts"] == 1,
+                           what="the endpoint to switch to the restarted ICE")
+            assert session.stats().extra["selected_pair"][1][1] == new.local_candidates[0].port
+            # Media both ways on the new path (the browser's old agent is closed).  Audio,
+            # not decoded video: aiortc's video decoding sometimes stalls after a restart
+            # this late in the call, with or without the gateway's waiting for checks.
+            frames = peer.frames["audio"]
+            received = session.stats().packets_received["video"]
+            await wait_for(lambda: peer.frames["audio"] > frames + FRAMES,
+                           what="audio after the restart")
+            assert session.stats().packets_received["video"] > received + FRAMES
+            assert session.state == "connected"
             await new.close()
         finally:
             await peer.close()
