@@ -97,8 +97,10 @@ def chromium_path(tmp_path_factory: pytest.TempPathFactory, netns: list[str]) ->
     return str(wrapper)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
+    # Module scope, not session: the sync API keeps an asyncio loop running in this
+    # thread while it is open, and every later asyncio.run() would fail.
     with sync_playwright() as pw:
         yield pw
 
