@@ -899,6 +899,8 @@ class CallLayer:
         for t in (leg.retrans_timer, leg.glare_timer, leg.se_timer, leg.ring_timer):
             if t is not None:
                 t.cancel()
+        # Cancelled: nothing needs them (and the call lingers for 64*T1 after its end).
+        leg.retrans_timer = leg.glare_timer = leg.se_timer = leg.ring_timer = None
         leg.pending_2xx = None
 
     def _end(self, call: Call, reason: str, ended_by: str, status: int | None = None) -> None:

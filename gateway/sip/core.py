@@ -90,6 +90,13 @@ class Timer:
 
     def cancel(self) -> None:
         self.cancelled = True
+        # The heap entry stays until its deadline (a session timer's is ~30 min away);
+        # drop the callback now so that it does not keep the whole call alive.
+        self.callback = _noop
+
+
+def _noop(now: float) -> None:
+    return None
 
 
 class SipCore:
@@ -101,6 +108,7 @@ class SipCore:
         self._events: deque[Any] = deque()
         self._out: list[tuple[Peer, bytes]] = []
         self._timers: list[tuple[float, int, Timer]] = []
+        self._compact_at = 1024
         self._seq = itertools.count()
         self.now = 0.0
         # Handlers for new requests, tried in order; the first that returns True owns it.
@@ -156,7 +164,14 @@ class SipCore:
 
     def call_later(self, delay: float, callback: Callable[[float], None]) -> Timer:
         timer = Timer(self.now + delay, callback)
-        heapq.heappush(self._timers, (timer.deadline, next(self._seq), timer))
+        heap = self._timers
+        heapq.heappush(heap, (timer.deadline, next(self._seq), timer))
+        if len(heap) > self._compact_at:
+            # Cancelled timers wait in the heap until their deadline; drop them once
+            # they could be the bulk of it (amortised O(1) per timer).
+            heap[:] = [e for e in heap if not e[2].cancelled]
+            heapq.heapify(heap)
+            self._compact_at = max(1024, 2 * len(heap))
         return timer
 
     # -- input ---------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from sipmessage import URI, Address, CSeq, Via
 
@@ -100,11 +101,49 @@ class SipParseError(ValueError):
 
 
 def canonical_name(name: str) -> str:
-    low = name.lower()
-    full = COMPACT_FORMS.get(low)
+    full = _NAME_CACHE.get(name)
     if full is not None:
         return full
-    return _CANONICAL.get(low, name)
+    low = name.lower()
+    full = COMPACT_FORMS.get(low)
+    if full is None:
+        full = _CANONICAL.get(low, name)
+    if len(_NAME_CACHE) < _NAME_CACHE_MAX:  # names come from the network: stay bounded
+        _NAME_CACHE[name] = full
+    return full
+
+
+# Header name as written -> canonical name, and -> (canonical, lower-case canonical,
+# whether that is ASCII) for Headers lookups.  Bounded: header names come from peers.
+_NAME_CACHE: dict[str, str] = {}
+_KEY_CACHE: dict[str, tuple[str, str, bool]] = {}
+_NAME_CACHE_MAX = 4096
+
+
+# Header names (as written) that matched _HEADER_NAME -> canonical name.
+_TOKEN_NAMES: dict[str, str] = {}
+
+
+def _lookup_key(name: str) -> tuple[str, str, bool]:
+    key = _KEY_CACHE.get(name)
+    if key is None:
+        cname = canonical_name(name)
+        low = cname.lower()
+        key = (cname, low, low.isascii())
+        if len(_KEY_CACHE) < _NAME_CACHE_MAX:
+            _KEY_CACHE[name] = key
+    return key
+
+
+def _same_name(k: str, cname: str, low: str, ascii_low: bool) -> bool:
+    """k.lower() == low, quickly: most stored names are canonical already, and an
+    ASCII name of another length cannot match (lower() keeps the length of ASCII
+    text, and non-ASCII text never lower-cases to ASCII of a different length)."""
+    if k == cname:
+        return True
+    if ascii_low and len(k) != len(low):
+        return False
+    return k.lower() == low
 
 
 def split_list(value: str) -> list[str]:
@@ -151,17 +190,21 @@ class Headers:
     def insert_first(self, name: str, value: str) -> None:
         self.items.insert(0, (canonical_name(name), value))
 
+    # get and get_all inline _same_name: they run tens of times per message.
     def get(self, name: str, default: str | None = None) -> str | None:
-        key = canonical_name(name).lower()
+        cname, low, ascii_low = _KEY_CACHE.get(name) or _lookup_key(name)
+        n = len(low)
         for k, v in self.items:
-            if k.lower() == key:
+            if k == cname or ((not ascii_low or len(k) == n) and k.lower() == low):
                 return v
         return default
 
     def get_all(self, name: str) -> list[str]:
         """Every line of a header, unsplit."""
-        key = canonical_name(name).lower()
-        return [v for k, v in self.items if k.lower() == key]
+        cname, low, ascii_low = _KEY_CACHE.get(name) or _lookup_key(name)
+        n = len(low)
+        return [v for k, v in self.items
+                if k == cname or ((not ascii_low or len(k) == n) and k.lower() == low)]
 
     def get_list(self, name: str) -> list[str]:
         """Every value of a list header, split on commas."""
@@ -171,21 +214,21 @@ class Headers:
         return out
 
     def count(self, name: str) -> int:
-        key = canonical_name(name).lower()
-        return sum(1 for k, _ in self.items if k.lower() == key)
+        cname, low, ascii_low = _lookup_key(name)
+        return sum(1 for k, _ in self.items if _same_name(k, cname, low, ascii_low))
 
     def remove(self, name: str) -> None:
-        key = canonical_name(name).lower()
-        self.items = [(k, v) for k, v in self.items if k.lower() != key]
+        cname, low, ascii_low = _lookup_key(name)
+        self.items = [(k, v) for k, v in self.items
+                      if not _same_name(k, cname, low, ascii_low)]
 
     def set(self, name: str, value: str) -> None:
         """Replace all lines of a header by one, in place of the first."""
-        cname = canonical_name(name)
-        key = cname.lower()
+        cname, low, ascii_low = _lookup_key(name)
         out: list[tuple[str, str]] = []
         done = False
         for k, v in self.items:
-            if k.lower() == key:
+            if _same_name(k, cname, low, ascii_low):
                 if not done:
                     out.append((cname, value))
                     done = True
@@ -231,11 +274,11 @@ class Message:
 
     @property
     def from_addr(self) -> Address:
-        return Address.parse(self.headers.get("From") or "")
+        return parse_address(self.headers.get("From") or "")
 
     @property
     def to_addr(self) -> Address:
-        return Address.parse(self.headers.get("To") or "")
+        return parse_address(self.headers.get("To") or "")
 
     @property
     def from_tag(self) -> str | None:
@@ -293,7 +336,7 @@ class Request(Message):
 
     @property
     def parsed_uri(self) -> URI:
-        return URI.parse(self.uri)
+        return parse_uri(self.uri)
 
     def _head_lines(self) -> list[str]:
         return [f"{self.method} {self.uri} {self.version}"]
@@ -345,6 +388,7 @@ REASONS = {
 }
 
 
+@lru_cache(maxsize=1024)
 def _tag_of(value: str) -> str | None:
     # Parameters after the name-addr / addr-spec; a tag inside <...> belongs to the URI.
     rest = value
@@ -357,9 +401,19 @@ def _tag_of(value: str) -> str | None:
     return None
 
 
+# The same header values are parsed many times while one message is handled (the
+# transaction key, validation, the call layer) and across a call's messages.
+# sipmessage's values are immutable (frozen dataclasses, read-only Parameters), so one
+# parse per distinct string is shared.  Failures are not cached: they raise again.
+_CSeq_parse = lru_cache(maxsize=1024)(CSeq.parse)
+_Via_parse = lru_cache(maxsize=1024)(Via.parse)
+_Address_parse = lru_cache(maxsize=1024)(Address.parse)
+_URI_parse = lru_cache(maxsize=1024)(URI.parse)
+
+
 def parse_cseq(value: str) -> CSeq:
     try:
-        cseq = CSeq.parse(value)
+        cseq: CSeq = _CSeq_parse(value)
     except ValueError:
         raise SipParseError("bad CSeq") from None
     if cseq.sequence > MAX_CSEQ:
@@ -369,9 +423,22 @@ def parse_cseq(value: str) -> CSeq:
 
 def parse_via(value: str) -> Via:
     try:
-        return Via.parse(value)
+        via: Via = _Via_parse(value)
     except ValueError:
         raise SipParseError("bad Via") from None
+    return via
+
+
+def parse_address(value: str) -> Address:
+    """``Address.parse`` (raises ValueError), cached."""
+    addr: Address = _Address_parse(value)
+    return addr
+
+
+def parse_uri(value: str) -> URI:
+    """``URI.parse`` (raises ValueError), cached."""
+    uri: URI = _URI_parse(value)
+    return uri
 
 
 def uri_scheme(uri: str) -> str | None:
@@ -439,6 +506,14 @@ def parse_head(head: bytes) -> Request | Response:
             msg = Request(method, uri, version=version)
     items = msg.headers.items
     for line in lines[1:]:
+        # Fast path, the same as _HEADER_NAME: a name already seen to be a token, then
+        # optional blanks and the first colon (a token cannot hold ":", " " or TAB).
+        colon = line.find(":")
+        if colon > 0:
+            cname = _TOKEN_NAMES.get(line[:colon].rstrip(" \t"))
+            if cname is not None:
+                items.append((cname, line[colon + 1 :].strip()))
+                continue
         if not line.strip():
             continue
         m = _HEADER_NAME.match(line)
@@ -446,7 +521,11 @@ def parse_head(head: bytes) -> Request | Response:
             if isinstance(msg, Response):
                 raise SipParseError("bad header line", status=None)
             raise SipParseError("bad header line", partial=msg)
-        items.append((canonical_name(m.group(1)), line[m.end() :].strip()))
+        name = m.group(1)
+        cname = canonical_name(name)
+        if len(_TOKEN_NAMES) < _NAME_CACHE_MAX:
+            _TOKEN_NAMES[name] = cname
+        items.append((cname, line[m.end() :].strip()))
     if isinstance(msg, Request) and not msg.version:
         raise SipParseError("bad request line", partial=msg)
     return msg
@@ -584,7 +663,10 @@ def validate_request(req: Request) -> None:
         raise
     if cseq.method != req.method:
         raise SipParseError("CSeq method does not match the request", partial=req)
-    for v in h.get_list("Via"):
+    vias = h.get_list("Via")
+    if not vias:  # only empty Via lines: nothing to answer to
+        raise SipParseError("missing Via", partial=req)
+    for v in vias:
         try:
             parse_via(v)
         except SipParseError as exc:
@@ -592,7 +674,7 @@ def validate_request(req: Request) -> None:
             raise
     for name in ("From", "To"):
         try:
-            Address.parse(h.get(name) or "")
+            parse_address(h.get(name) or "")
         except ValueError:
             # Non-SIP URIs (RFC 4475 3.3.4) are well-formed name-addrs that
             # sipmessage cannot represent; accept them if the brackets balance.
@@ -602,7 +684,7 @@ def validate_request(req: Request) -> None:
         if v == "*":
             continue
         try:
-            Address.parse(v)
+            parse_address(v)
         except ValueError:
             if not _generic_name_addr(v):
                 raise SipParseError("bad Contact", partial=req) from None

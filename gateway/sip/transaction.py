@@ -113,6 +113,7 @@ class _Base:
         self.key = key
         self.reliable = is_reliable(peer)
         self._timer_gen = 0
+        self._in_heap = 0  # this transaction's entries in the layer's timer heap
         self.user_data: object = None
 
     def _timer(self, name: str, delay: float) -> None:
@@ -346,6 +347,7 @@ class TransactionLayer:
         self.client: dict[tuple[str, ...], ClientTransaction] = {}
         self.server: dict[tuple[str, ...], ServerTransaction] = {}
         self._heap: list[tuple[float, int, _Base, str, int]] = []
+        self._stale = 0  # heap entries of terminated transactions
         self._seq = itertools.count()
         self._now = 0.0
         self._out: list[tuple[Peer, bytes]] = []
@@ -366,6 +368,8 @@ class TransactionLayer:
             if gen == txn._timer_gen and txn.state is not State.TERMINATED:
                 return deadline
             heapq.heappop(heap)
+            txn._in_heap -= 1
+            self._stale -= 1
         return None
 
     def handle_timer(self, now: float) -> None:
@@ -373,8 +377,11 @@ class TransactionLayer:
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, _, txn, name, gen = heapq.heappop(heap)
+            txn._in_heap -= 1
             if gen == txn._timer_gen and txn.state is not State.TERMINATED:
                 txn._fire(name)
+            else:
+                self._stale -= 1
 
     # Input ------------------------------------------------------------------
     def receive_request(self, req: Request, peer: Peer, now: float) -> None:
@@ -446,6 +453,7 @@ class TransactionLayer:
         heapq.heappush(
             self._heap, (self._now + delay, next(self._seq), txn, name, txn._timer_gen)
         )
+        txn._in_heap += 1
 
     def _remove(self, txn: _Base) -> None:
         txn._timer_gen += 1
@@ -458,11 +466,16 @@ class TransactionLayer:
         # A terminated transaction's timers stay in the heap until they reach its top;
         # drop them in one pass once they are the bulk of it (a live transaction holds
         # at most three entries), so that the heap and the transactions it references
-        # stay proportional to the live ones.
+        # stay proportional to the live ones.  Counting the stale entries also catches
+        # a transaction that ends long before its last timer (a non-INVITE client
+        # transaction ends at timer K, 5 s, but its timer F entry is due at 32 s, and it
+        # would keep the request and response in memory until then).
+        self._stale += txn._in_heap
         heap = self._heap
-        if len(heap) > 4 * len(self) + 1024:
+        if len(heap) > 4 * len(self) + 1024 or self._stale > len(heap) // 8 + 256:
             heap[:] = [e for e in heap if e[4] == e[2]._timer_gen]
             heapq.heapify(heap)
+            self._stale = 0
 
     def __len__(self) -> int:
         return len(self.client) + len(self.server)

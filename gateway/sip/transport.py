@@ -7,6 +7,7 @@ They move bytes, frame streams, enforce per-source connection limits and keep on
 from __future__ import annotations
 
 import logging
+import socket
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -138,6 +139,27 @@ class SipDriver:
                         len(dropped))
 
 
+# A pause of the process (a full garbage collection of a large heap takes hundreds of
+# milliseconds) must not lose datagrams: at a few hundred calls/s the kernel's default
+# 208 KiB receive buffer fills in well under a second.  The kernel caps the size at
+# net.core.rmem_max (raise it for more).
+UDP_RCVBUF = 4 * 1024 * 1024
+
+
+def tune_udp_port(port: Any) -> None:
+    """A larger receive buffer, and read everything queued before timers run: after a
+    pause, the responses waiting in the buffer must be seen before retransmission
+    timers (which they would have stopped) fire."""
+    sock = getattr(port, "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+        except OSError as exc:
+            log.warning("could not set the UDP receive buffer: %s", exc)
+    if hasattr(port, "maxThroughput"):
+        port.maxThroughput = max(port.maxThroughput, 2 * UDP_RCVBUF)
+
+
 class SipUdpProtocol(protocol.DatagramProtocol):
     transport: Any
 
@@ -147,6 +169,7 @@ class SipUdpProtocol(protocol.DatagramProtocol):
 
     def startProtocol(self) -> None:  # noqa: N802
         self.driver.udp[self.family] = self.transport
+        tune_udp_port(self.transport)
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:  # noqa: N802
         self.driver.datagram(data, ("udp", addr[0], addr[1]))
