@@ -34,9 +34,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -141,6 +142,7 @@ def facts_from_row(row: CallStart) -> CallFacts:
         setup_at=row.setup_at, increment=increment,
         increment_seconds=row.increment_seconds, payers=payers,
         holds=tuple((str(a), str(h)) for a, h in row.holds),
+        free_account=row.free_account, free_seconds=row.free_seconds or 0,
     )
 
 
@@ -182,7 +184,10 @@ class CallLedger:
                 acct = view.account(ref.account)
                 states[ref.account] = None if acct is None else AccountState(
                     acct.owner_kind, acct.status, view.balance(ref.account)[0])
-            plan = plan_reservation(request, facility, policy, states, self.caps)
+            used = 0
+            if request.free_account is not None:
+                used = _free_seconds_used(s, request.free_account, facility, request.setup_at)
+            plan = plan_reservation(request, facility, policy, states, self.caps, used)
             if isinstance(plan, Refusal):
                 return plan
             joined = _Joined(self.accounts, s)
@@ -197,6 +202,7 @@ class CallLedger:
                 callee=facts.callee, setup_at=facts.setup_at, increment=facts.increment,
                 increment_seconds=facts.increment_seconds, payers=_payers_json(facts),
                 holds=[[a, h] for a, h in facts.holds], created_at=self.clock(),
+                free_account=facts.free_account, free_seconds=facts.free_seconds,
             ))
             s.flush()
             return Reserved(plan, _funds(s, facts))
@@ -350,6 +356,32 @@ def _increments_posted(s: Session, call_id: str) -> int:
     return len(numbers)
 
 
+def local_day_bounds(facility: Facility, at: datetime) -> tuple[datetime, datetime]:
+    """The facility's local day of ``at``, as [start, end) instants in UTC."""
+    tz = ZoneInfo(facility.timezone)
+    day = facility.local_date(at)
+    start = datetime.combine(day, time.min, tz).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time.min, tz).astimezone(UTC)
+    return start, end
+
+
+def _free_seconds_used(s: Session, account: str, facility: Facility, at: datetime) -> int:
+    """Free seconds ``account`` used on the facility's local day of ``at``.
+
+    Settled calls count what their CDR says they used; calls still open count
+    all they were granted (they may use it yet), so concurrent calls never share
+    out more than the allowance.  Read under the ledger lock, like the funds.
+    """
+    start, end = local_day_bounds(facility, at)
+    rows = s.execute(
+        select(CallStart.free_seconds, CallRecord.free_seconds_used)
+        .outerjoin(CallRecord, CallRecord.call_id == CallStart.call_id)
+        .where(CallStart.free_account == account, CallStart.setup_at >= start,
+               CallStart.setup_at < end, CallStart.free_seconds > 0)
+    )
+    return sum(granted if used is None else used for granted, used in rows)
+
+
 def _funds(s: Session, facts: CallFacts) -> dict[str, Funds]:
     """The prepaid payers' available balances and what their holds for this call keep."""
     holds = facts.hold_map
@@ -398,6 +430,7 @@ def _cdr_row(request: SettleRequest, plan: Settlement, entry_id: int,
         disconnect_cause=request.end.reason[:200], ended_by=request.end.ended_by[:16],
         sip_status=request.end.status, low_balance_warning=request.warned_seconds_left,
         quality=None, recovered=request.recovered, settle_entry_id=entry_id, created_at=now,
+        free_seconds_used=rating.free_seconds_covered,
     )
 
 

@@ -68,6 +68,7 @@ class Cdr:
     recovered: bool
     settle_entry_id: int
     created_at: datetime
+    free_seconds_used: int = 0  # of the payer's daily free minutes, not charged
 
     @classmethod
     def from_row(cls, row: CallRecord) -> Cdr:
@@ -91,7 +92,7 @@ class Cdr:
             ended_by=row.ended_by, sip_status=row.sip_status,
             low_balance_warning=row.low_balance_warning, quality=row.quality,
             recovered=row.recovered, settle_entry_id=row.settle_entry_id,
-            created_at=row.created_at,
+            created_at=row.created_at, free_seconds_used=row.free_seconds_used or 0,
         )
 
     def paid(self, account: str) -> Money:
@@ -186,10 +187,19 @@ def how_it_ended(cdr: Cdr) -> str:
     return f"The call was ended by the system ({cdr.disconnect_cause})."
 
 
+def free_time_note(cdr: Cdr) -> str:
+    """E.g. "First 10 minutes free today (daily free-minute allowance)." ("" if none)."""
+    if not cdr.free_seconds_used:
+        return ""
+    return f"First {_duration(cdr.free_seconds_used)} free today (daily free-minute allowance)."
+
+
 def summary(cdr: Cdr) -> str:
     """The one line to read first: the arithmetic, any credit, what was paid."""
     first = cdr.explanation.splitlines()[0] if cdr.explanation else f"Total {cdr.total}"
     parts = [first]
+    if cdr.free_seconds_used:
+        parts.insert(0, f"First {_duration(cdr.free_seconds_used)} free today")
     if cdr.credit_total.micros > 0:
         parts.append(f"credited {cdr.credit_total} because the call dropped")
     text = "; ".join(parts) + "."
@@ -213,6 +223,8 @@ def receipt(cdr: Cdr) -> dict[str, Any]:
             "paid": str(charged - credited),
         })
     notes: list[str] = []
+    if cdr.free_seconds_used:
+        notes.append(free_time_note(cdr))
     if cdr.uncharged_seconds:
         notes.append(f"{_duration(cdr.uncharged_seconds)} after the balance ran out were not "
                      "charged.")
@@ -236,6 +248,7 @@ def receipt(cdr: Cdr) -> dict[str, Any]:
         "fcc_cap": {"per_minute": f"{cdr.cap_per_minute}/min", "tier": cdr.tier,
                     "order": cdr.cap_period},
         "charges": [dict(li) for li in cdr.lines],
+        "free_today": _duration(cdr.free_seconds_used) if cdr.free_seconds_used else None,
         "total": str(cdr.total),
         "credits": [{"account": a, "amount": str(m)} for a, m in cdr.credits.items()],
         "total_after_credits": str(cdr.net),

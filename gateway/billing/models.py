@@ -27,8 +27,8 @@ Tables:
 ``billing_calls``
     One row per billed call, written when its funds are reserved: what never
     changes during the call (facility, service, payers and shares, holds,
-    increment rule).  A row with no CDR is a call still open, or one to recover
-    after a crash.  Insert-only.
+    increment rule, the daily free seconds granted).  A row with no CDR is a
+    call still open, or one to recover after a crash.  Insert-only.
 ``billing_cdrs``
     One call detail record per call, written once, in the same transaction as
     the call's settlement entry (so a CDR exists exactly when the call is
@@ -186,6 +186,10 @@ class CallStart(Base):
     """A billed call's fixed facts, from reservation on (see the module docstring)."""
 
     __tablename__ = "billing_calls"
+    __table_args__ = (
+        # an account's calls of one day, for its free-minute allowance (0004)
+        Index("ix_billing_calls_free_account_setup_at", "free_account", "setup_at"),
+    )
 
     call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     node_id: Mapped[str] = mapped_column(String(100), index=True)
@@ -201,6 +205,10 @@ class CallStart(Base):
     payers: Mapped[Any] = mapped_column(JSON, nullable=False)
     holds: Mapped[Any] = mapped_column(JSON, nullable=False)  # [[account, hold id], ...]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The account whose daily free minutes the call draws on (None: the plan gives
+    # none) and the free seconds it was granted at reservation (0004).
+    free_account: Mapped[str | None] = mapped_column(String(200))
+    free_seconds: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class CallRecord(Base):
@@ -254,3 +262,5 @@ class CallRecord(Base):
     recovered: Mapped[bool] = mapped_column(Boolean)
     settle_entry_id: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # free seconds of the daily allowance the call used, not charged (0004)
+    free_seconds_used: Mapped[int] = mapped_column(Integer, server_default="0")

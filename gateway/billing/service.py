@@ -278,7 +278,7 @@ class BillingService(service.Service):
             call_id=ev.call.id, node_id=self.node_id, plan=plan.name,
             facility_id=plan.facility, service=plan.service, caller=ev.caller, callee=ev.user,
             setup_at=datetime.fromtimestamp(self.reactor.seconds(), UTC),
-            payers=plan.payer_refs(),
+            payers=plan.payer_refs(), free_minutes_per_day=plan.free_minutes_per_day,
         )
         live = _Live(ev.call, request)
         self.sessions[request.call_id] = live

@@ -29,6 +29,12 @@ The money rules, and why:
 * **Never more than metered.**  The billed time is the meter's reading, floored
   to whole seconds, or on recovery the last persisted reading (see
   :mod:`gateway.billing.calls`); increments are debited only once completed.
+* **Daily free minutes.**  A plan may give its first payer account
+  ``free_minutes_per_day``; what is left of that day's allowance (the
+  facility's local date of the call's start) is worked out once, at
+  reservation, and fixed in :class:`CallFacts` (``free_seconds``), so every
+  ``R(s)`` of the call is rated with the same ``free_minutes_remaining`` and
+  the increments still telescope to the rating of the whole call.
 * **Dropped calls are credited.**  A call ended by a gateway or media fault
   (not by a party, not deliberately by the gateway) is credited under
   :class:`CreditPolicy`; the credit is its own ledger entry and shows on the
@@ -127,6 +133,14 @@ class CallRequest:
     callee: str
     setup_at: datetime
     payers: tuple[PayerRef, ...]
+    free_minutes_per_day: int = 0  # the plan's daily allowance for its first payer
+
+    @property
+    def free_account(self) -> str | None:
+        """The account whose daily allowance the call draws on, None if there is none."""
+        if self.free_minutes_per_day <= 0 or not self.payers:
+            return None
+        return self.payers[0].account
 
 
 @dataclass(frozen=True)
@@ -145,6 +159,13 @@ class CallFacts:
     increment_seconds: int
     payers: tuple[tuple[Payer, Decimal], ...]
     holds: tuple[tuple[str, str], ...]  # (prepaid account, hold id)
+    free_account: str | None = None  # whose daily free minutes the call draws on
+    free_seconds: int = 0  # free seconds granted to this call at reservation
+
+    @property
+    def free_minutes(self) -> Decimal:
+        """``free_minutes_remaining`` for every rating of this call."""
+        return Decimal(self.free_seconds) / 60
 
     @property
     def split(self) -> PayerSplit:
@@ -242,7 +263,8 @@ class Pricer:
             self._cache.move_to_end(seconds)
             return r
         r = rate_call(self.facility, self.facts.service, self.facts.setup_at, seconds,
-                      split=self.split, increment=self.facts.increment, caps=self.caps)
+                      split=self.split, increment=self.facts.increment,
+                      free_minutes_remaining=self.facts.free_minutes, caps=self.caps)
         self._cache[seconds] = r
         if len(self._cache) > _RATING_CACHE:
             self._cache.popitem(last=False)
@@ -330,6 +352,16 @@ class Refusal:
     detail: str
 
 
+def free_seconds_granted(free_minutes_per_day: int, used_seconds: int) -> int:
+    """What is left of a daily allowance of ``free_minutes_per_day`` after ``used_seconds``.
+
+    Rounded down to a multiple of 3 seconds (at most 2 seconds less), the finest
+    grant that ``rate_call`` takes as an exact decimal number of minutes.
+    """
+    left = max(0, free_minutes_per_day * 60 - max(0, used_seconds))
+    return left - left % 3
+
+
 def _floor_cents(micros: int) -> int:
     return max(0, micros) // MICROS_PER_CENT * MICROS_PER_CENT
 
@@ -340,11 +372,15 @@ def plan_reservation(
     policy: SessionPolicy,
     accounts: Mapping[str, AccountState | None],
     caps: CapSchedule | None = None,
+    free_seconds_used: int = 0,
 ) -> Reservation | Refusal:
     """Decide the payers' kinds and the holds for the first block, or refuse.
 
     Runs inside the reservation's database transaction (``accounts`` read under
     the ledger lock), so the funds check cannot race another call's.
+    ``free_seconds_used``: what the free account already used (or was granted by
+    calls still open) of its allowance on the local day of the call's start; the
+    rest is granted to this call.
     """
     payers: list[tuple[Payer, Decimal]] = []
     for ref in request.payers:
@@ -370,6 +406,9 @@ def plan_reservation(
         callee=request.callee, setup_at=request.setup_at, increment=policy.increment,
         increment_seconds=policy.increment_seconds, payers=split.periods[0].shares,
         holds=tuple((a, hold_id_for(request.call_id, i)) for i, a in enumerate(holds_for)),
+        free_account=request.free_account,
+        free_seconds=free_seconds_granted(request.free_minutes_per_day, free_seconds_used)
+        if request.free_account is not None else 0,
     )
     try:
         pricer = Pricer(facts, facility, caps)

@@ -32,7 +32,8 @@ UNMATCHED = ("free", "refuse")
 _ACCOUNT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 _FACILITY_KEYS = ("id", "type", "adp", "timezone", "apply_additive", "rate", "tax")
-_PLAN_KEYS = ("name", "caller", "callee", "facility", "service", "payers")
+_PLAN_KEYS = ("name", "caller", "callee", "facility", "service", "payers",
+              "free_minutes_per_day")
 _KEYS = (
     "enabled", "increment", "increment_seconds", "first_block_minutes", "heartbeat_seconds",
     "low_balance_warning_minutes", "hold_ttl_seconds", "expired_hold_sweep_seconds",
@@ -56,6 +57,7 @@ class Plan:
     facility: str
     service: Service
     payers: tuple[PlanPayer, ...]
+    free_minutes_per_day: int = 0  # for the first payer, per facility-local day
 
     def matches(self, caller: str, callee: str) -> bool:
         return bool(self.caller.fullmatch(caller) and self.callee.fullmatch(callee))
@@ -186,6 +188,8 @@ def _read_plans(reader: _Reader, t: Mapping[str, Any], p: tuple[str, ...],
                 patterns.append(re.compile(".*"))
         facility_id = reader.string(pt, path, "facility", None)
         service = reader.choice(pt, path, "service", "video", SERVICES)
+        free = reader.integer(pt, path, "free_minutes_per_day", 0, minimum=0, maximum=1440,
+                              unit="minutes, 0 = none")
         payers = _read_payers(reader, pt, path)
         if facility_id is None:
             reader.fail(path, "facility is required in every [[billing.plans]]")
@@ -202,7 +206,7 @@ def _read_plans(reader: _Reader, t: Mapping[str, Any], p: tuple[str, ...],
         if payers is None:
             continue
         svc: Service = "audio" if service == "audio" else "video"
-        out.append(Plan(name, patterns[0], patterns[1], facility_id, svc, payers))
+        out.append(Plan(name, patterns[0], patterns[1], facility_id, svc, payers, free))
     return tuple(out)
 
 

@@ -70,6 +70,7 @@ class Harness:
         self.policy = policy
         self.ticks: list[Tick] = []
         self.answered_at = 0.0
+        self.free_minutes_per_day = 0  # the plan's daily allowance
 
     def now(self) -> float:
         return self.clock.now.timestamp()
@@ -86,6 +87,7 @@ class Harness:
             call_id=f"call-{uuid.uuid4().hex[:12]}", node_id="node-1", plan="test",
             facility_id=self.facility.id, service="video", caller="kiosk-1",
             callee="5551234", setup_at=self.clock.now, payers=payers,
+            free_minutes_per_day=self.free_minutes_per_day,
         )
 
     def start(self, *payers: PayerRef) -> ChargingSession:
@@ -452,9 +454,10 @@ def test_recovery_only_takes_this_nodes_calls(h: Harness) -> None:
     increment_seconds=st.sampled_from([1, 7, 30, 60, 90, 300]),
     mode=st.sampled_from(["per_minute_round_up", "per_second"]),
     share=st.sampled_from(["100", "65", "33.3", "50"]),
+    free=st.sampled_from([0, 60, 123, 600]),
 )
 def test_increments_plus_settlement_telescope_to_the_rating(
-    seconds: int, increment_seconds: int, mode: str, share: str
+    seconds: int, increment_seconds: int, mode: str, share: str, free: int
 ) -> None:
     """For any duration and increment: the debits sum to rate_call, line by line and payer
     by payer, and no partial debit is negative."""
@@ -463,15 +466,103 @@ def test_increments_plus_settlement_telescope_to_the_rating(
         (fam, Decimal(share)), (agency, Decimal(100) - Decimal(share)))
     facts = CallFacts("c", "n", "p", TAXED.id, "video", "k", "u",
                       STARTED, mode,  # type: ignore[arg-type]
-                      increment_seconds, payers, ())
+                      increment_seconds, payers, (), "F" if free else None, free)
     pricer = Pricer(facts, TAXED)
     n = seconds // increment_seconds
     pieces = [pricer.lines_between(pricer.boundary(k - 1), pricer.boundary(k), "i")
               for k in range(1, n + 1)]
     pieces.append(pricer.lines_between(pricer.boundary(n), seconds, "s"))
     whole = pricer.rating(seconds)
+    assert whole == rate_call(TAXED, "video", STARTED, seconds, split=facts.split,
+                              increment=mode, free_minutes_remaining=Decimal(free) / 60)
     for i, line in enumerate(whole.lines):
         assert sum((p[i].amount for p in pieces), ZERO) == line.amount
         for j, (_, part) in enumerate(line.by_payer):
             assert sum((p[i].by_payer[j][1] for p in pieces), ZERO) == part
         assert all(p[i].amount >= ZERO for p in pieces)
+
+
+# ---------------------------------------------------------------------- free minutes
+
+CHICAGO = replace(FAC, id="chicago-jail", timezone="America/Chicago")
+
+
+@pytest.fixture
+def free10(db: Database, clock: Any) -> Harness:
+    """A facility in Chicago (UTC-5 in May) whose plan gives 10 free minutes a day."""
+    h = Harness(db, clock, facility=CHICAGO)
+    h.free_minutes_per_day = 10
+    return h
+
+
+def test_free_minutes_are_used_first_and_tracked_per_local_day(free10: Harness) -> None:
+    h = free10
+    h.clock.now = datetime(2026, 5, 2, 15, 0, tzinfo=UTC)  # 10:00 in Chicago
+    a = h.account(deposit="10.00")
+    # First call: 6 min 40 s, billed as 7 minutes, all free; no increment costs anything.
+    s1 = h.start(family(a))
+    assert (s1.facts.free_account, s1.facts.free_seconds) == (a, 600)
+    h.run(s1, 400)
+    assert s1.increments == 6 and h.paid_for(s1.call_id, a) == ZERO
+    cdr1 = h.end(s1, 400)
+    assert (cdr1.free_seconds_used, cdr1.total) == (420, ZERO)
+    assert h.accounts.balance(a).balance == USD("10.00")
+    # Second call the same day: the 3 minutes left are free, the other 2 are charged.
+    s2 = h.start(family(a))
+    assert s2.facts.free_seconds == 180
+    h.run(s2, 180)
+    assert s2.increments == 3 and h.paid_for(s2.call_id, a) == ZERO
+    h.run(s2, 300)
+    assert h.paid_for(s2.call_id, a) == USD("0.38")  # increments 4 and 5 at $0.19
+    cdr2 = h.end(s2, 300)
+    expected = rate_call(CHICAGO, "video", s2.facts.setup_at, 300,
+                         split=s2.facts.split, free_minutes_remaining=3)
+    assert (cdr2.free_seconds_used, cdr2.total) == (180, expected.total) == (180, USD("0.38"))
+    assert h.paid_for(s2.call_id, a) == USD("0.38")
+    r = receipt(cdr2)
+    assert r["summary"].startswith("First 3 minutes free today; 2 minutes at $0.19/min")
+    assert "First 3 minutes free today (daily free-minute allowance)." in r["notes"]
+    assert r["free_today"] == "3 minutes"
+    # 23:30 in Chicago is still the same local day (04:30 UTC the next day): nothing free.
+    h.clock.now = datetime(2026, 5, 3, 4, 30, tzinfo=UTC)
+    s3 = h.start(family(a))
+    assert s3.facts.free_seconds == 0
+    cdr3 = h.end(s3, 60)
+    assert (cdr3.free_seconds_used, cdr3.total) == (0, USD("0.19"))
+    assert "free today" not in receipt(cdr3)["summary"] and receipt(cdr3)["notes"] == []
+    # 00:30 the next local day: the full allowance again.
+    h.clock.now = datetime(2026, 5, 3, 5, 30, tzinfo=UTC)
+    s4 = h.start(family(a))
+    assert s4.facts.free_seconds == 600
+    cdr4 = h.end(s4, 600)
+    assert (cdr4.free_seconds_used, cdr4.total) == (600, ZERO)
+    assert receipt(cdr4)["summary"].startswith("First 10 minutes free today")
+    assert h.accounts.balance(a).balance == USD("9.43")  # $0.38 + $0.19 in all
+
+
+def test_calls_still_open_keep_their_free_minutes_and_recovery_uses_them(
+        free10: Harness) -> None:
+    h = free10
+    h.clock.now = datetime(2026, 5, 2, 15, 0, tzinfo=UTC)
+    a = h.account(deposit="10.00")
+    s1 = h.start(family(a))
+    s2 = h.start(family(a))  # while s1 is live: s1 may still use all 10 minutes
+    assert (s1.facts.free_seconds, s2.facts.free_seconds) == (600, 0)
+    [open1] = [c for c in h.ledger.open_calls("node-1") if c.facts.call_id == s1.call_id]
+    assert open1.facts == s1.facts  # the grant is in billing_calls, for recovery
+    h.end(s2, 60)
+    h.end(s1, 90)  # used 2 minutes: 8 are left
+    assert h.start(family(a)).facts.free_seconds == 480
+    # A plan without free minutes draws on no allowance.
+    h.free_minutes_per_day = 0
+    s5 = h.start(family(h.account()))
+    assert (s5.facts.free_account, s5.facts.free_seconds) == (None, 0)
+
+
+def test_free_minutes_let_a_call_start_with_no_money(free10: Harness) -> None:
+    h = free10
+    a = h.account(deposit=None)
+    s = h.start(family(a))  # the first increment is free: not refused
+    assert s.facts.free_seconds == 600 and h.policy.first_block_seconds == 300
+    cdr = h.end(s, 200)
+    assert (cdr.total, cdr.free_seconds_used) == (ZERO, 240)

@@ -64,10 +64,12 @@ def test_the_documented_example_loads_when_uncommented(tmp_path: Path) -> None:
     assert [p.name for p in billing.plans] == ["family-of-kiosk-a1", "state-pays-35-percent"]
     plan = billing.plan_for("kiosk-a1", "91234")
     assert plan is not None and plan.name == "family-of-kiosk-a1"
+    assert plan.free_minutes_per_day == 10
     shared = billing.plan_for("kiosk-b7", "5551234")
     assert shared is not None
     assert [(p.account, p.share) for p in shared.payers] == [
         ("family-john-roe", Decimal(65)), ("state-doc", Decimal(35))]
+    assert shared.free_minutes_per_day == 0  # the default: no free minutes
     assert billing.plan_for("kiosk-b7", "4") is None
     policy = billing.policy()
     assert (policy.increment_seconds, policy.first_block_seconds, policy.warning_seconds) == (
@@ -137,6 +139,12 @@ payers = ["A-1"]
      "FILE:12: billing.plans[0].callee: expected a Python regular expression"),
     (FACILITY + "[[billing.plans]]\nfacility = \"county\"\npayers = [\"no spaces\"]\n",
      "FILE:13: billing.plans[0].payers[0]: expected a billing account id"),
+    (FACILITY + "[[billing.plans]]\nfacility = \"county\"\npayers = [\"A\"]\n"
+     "free_minutes_per_day = -5\n",
+     "FILE:14: billing.plans[0].free_minutes_per_day: expected an integer from 0 to 1440"),
+    (FACILITY + "[[billing.plans]]\nfacility = \"county\"\npayers = [\"A\"]\n"
+     "free_minutes_per_day = \"10\"\n",
+     "FILE:14: billing.plans[0].free_minutes_per_day: expected an integer from 0 to 1440"),
 ])
 def test_mistakes_are_reported_with_their_line(text: str, message: str) -> None:
     assert any(p.startswith(message) for p in problems(text)), problems(text)
