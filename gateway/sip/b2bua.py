@@ -168,8 +168,6 @@ class CallLayer:
         self.calls: dict[str, Call] = {}
         # (Call-ID, our tag) -> leg, for every leg with a dialog (tags known).
         self.legs: dict[tuple[str, str], Leg] = {}
-        # Call-ID of an inbound INVITE -> leg, before and after the dialog exists.
-        self.inbound: dict[tuple[str, str], Leg] = {}
 
     # ------------------------------------------------------------------ dispatch
     def handle_request(self, core: SipCore, req: Request, peer: Peer,
@@ -227,7 +225,6 @@ class CallLayer:
         leg.dialog = Dialog.as_uas(req, local_tag, peer)
         self.calls[call.id] = call
         self.legs[(req.call_id, local_tag)] = leg
-        self.inbound[(req.call_id, req.from_tag or "")] = leg
         txn.user_data = leg
         core.respond(txn, req, 100)
         try:
@@ -407,13 +404,20 @@ class CallLayer:
             self._send_bye(tmp, "fork")
 
     def _send_ack(self, leg: Leg, body: bytes) -> None:
+        assert leg.invite is not None
+        leg.ack = self._ack_2xx(leg, leg.invite.cseq.sequence, body)
+
+    def _ack_2xx(self, leg: Leg, cseq: int, body: bytes = b"") -> bytes:
+        """ACK a 2xx to an INVITE or re-INVITE of the leg's dialog (13.2.2.4): its own
+        branch, sent outside any transaction; returns the bytes for re-ACKing."""
         d = leg.dialog
-        assert d is not None and leg.invite is not None
-        ack = d.request("ACK", body=body, cseq=leg.invite.cseq.sequence)
+        assert d is not None
+        ack = d.request("ACK", body=body, cseq=cseq)
         peer = d.next_peer(leg.peer)
         self.core.add_via(ack, peer[0], new_branch())
-        leg.ack = ack.to_bytes()
-        self.core.send_stateless(peer, leg.ack)
+        data = ack.to_bytes()
+        self.core.send_stateless(peer, data)
+        return data
 
     def _uac_invite_timeout(self, leg: Leg) -> None:
         if leg.state in ("calling", "early"):
@@ -638,10 +642,7 @@ class CallLayer:
                     # ACK now if the offer was ours to make; else wait for src's ACK.
                     assert dst.dialog is not None
                     dst.dialog.update_target(resp)
-                    ack = dst.dialog.request("ACK", cseq=fwd.cseq.sequence)
-                    peer = dst.dialog.next_peer(dst.peer)
-                    core.add_via(ack, peer[0], new_branch())
-                    core.send_stateless(peer, ack.to_bytes())
+                    self._ack_2xx(dst, fwd.cseq.sequence)
             if 200 <= resp.status < 300:
                 self._session_refreshed(dst, resp)
             self._answer_relayed(src, req, txn, resp)
@@ -714,10 +715,7 @@ class CallLayer:
             if resp.status < 300:
                 assert leg.dialog is not None
                 leg.dialog.update_target(resp)
-                ack = leg.dialog.request("ACK", cseq=req.cseq.sequence)
-                peer = leg.dialog.next_peer(leg.peer)
-                core.add_via(ack, peer[0], new_branch())
-                core.send_stateless(peer, ack.to_bytes())
+                self._ack_2xx(leg, req.cseq.sequence)
                 self._session_refreshed(leg, resp)
             elif resp.status == 491:
                 delay = self.glare_delay(leg)
@@ -926,8 +924,6 @@ class CallLayer:
             for key in _leg_keys(leg):
                 if self.legs.get(key) is leg:
                     del self.legs[key]
-            if leg.invite is not None:
-                self.inbound.pop((leg.invite.call_id, leg.invite.from_tag or ""), None)
             _break_cycles(call, leg)
 
 

@@ -13,7 +13,6 @@ on being served.
 from __future__ import annotations
 
 import heapq
-import ipaddress
 import itertools
 import logging
 import secrets
@@ -436,21 +435,6 @@ def _set_param(via: str, name: str, value: str) -> str:
     if not found:
         out.append(f"{name}={value}")
     return ";".join(out)
-
-
-def peer_in(peer_ip: str, networks: Iterable[str]) -> bool:
-    """Whether an address is inside one of the CIDRs (trusted trunks)."""
-    try:
-        ip = ipaddress.ip_address(peer_ip)
-    except ValueError:
-        return False
-    for net in networks:
-        try:
-            if ip in ipaddress.ip_network(net, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
 
 
 def header_tokens(req: Request, name: str) -> list[str]:
