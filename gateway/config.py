@@ -283,6 +283,9 @@ class GatewayConfig:
 class StoreConfig:
     redis_url: str = ""  # "" = in-process state
     key_prefix: str = "gateway:"  # every Redis key (and the change channel) starts with it
+    # A node silent this long is taken for dead: its expiring records and its calls'
+    # billing are taken over by a live node.
+    node_timeout_seconds: int = 10
 
     @property
     def embedded(self) -> bool:
@@ -792,7 +795,8 @@ class _Reader:
         gateway = self.read_gateway(data)
         sip = self.read_sip(data)
         routes = self.read_routes(data, sip)
-        store_t = self.table(data, (), "store", ("redis_url", "key_prefix"))
+        store_t = self.table(data, (), "store", ("redis_url", "key_prefix",
+                                                 "node_timeout_seconds"))
         redis_url = self.string(store_t, ("store",), "redis_url", "", allow_empty=True) or ""
         if redis_url and not re.match(r"^(redis|rediss|unix)://", redis_url):
             self.expected(("store", "redis_url"),
@@ -802,6 +806,8 @@ class _Reader:
             store_t, ("store",), "key_prefix", "gateway:", pattern=_KEY_PREFIX_RE,
             what="1 to 64 letters, digits, '.', '_', '-' and ':'",
         ) or "gateway:"
+        node_timeout = self.integer(store_t, ("store",), "node_timeout_seconds", 10,
+                                    minimum=3, maximum=600, unit="seconds")
         db_t = self.table(data, (), "database", ("url",))
         db_url = self.string(db_t, ("database",), "url", "", allow_empty=True) or ""
         if db_url and not re.match(r"^(sqlite|postgres|postgresql)(\+[A-Za-z0-9_]+)?://", db_url):
@@ -814,7 +820,8 @@ class _Reader:
             gateway=gateway,
             sip=sip,
             routes=routes,
-            store=StoreConfig(redis_url=redis_url, key_prefix=key_prefix),
+            store=StoreConfig(redis_url=redis_url, key_prefix=key_prefix,
+                              node_timeout_seconds=node_timeout),
             database=DatabaseConfig(url=db_url),
             source=source_path,
             web=self.read_web(data),

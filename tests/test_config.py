@@ -108,10 +108,12 @@ def test_external_store_and_database(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, """
 [store]
 redis_url = "redis://127.0.0.1:6379/0"
+node_timeout_seconds = 30
 [database]
 url = "postgresql://gateway@127.0.0.1:5432/gateway"
 """))
     assert config.store.redis_url == "redis://127.0.0.1:6379/0" and not config.store.embedded
+    assert config.store.node_timeout_seconds == 30
     assert config.database.url == "postgresql://gateway@127.0.0.1:5432/gateway"
 
 
@@ -310,6 +312,8 @@ def test_relative_path_is_reported_as_given(
          "([[routes]]), got a table"),
         ("[store]\nredis_url = \"localhost:6379\"\n", "FILE:2: store.redis_url: expected an "
          'empty string or a redis://, rediss:// or unix:// URL, got "localhost:6379"'),
+        ("[store]\nnode_timeout_seconds = 1\n", "FILE:2: store.node_timeout_seconds: "
+         "expected an integer from 3 to 600 (seconds), got 1"),
         ("[database]\nurl = \"mysql://x\"\n", "FILE:2: database.url: expected an empty string, "
          'a sqlite:/// or a postgresql:// URL, got "mysql://x"'),
     ],

@@ -224,19 +224,29 @@ class CallLedger:
             except LedgerError as exc:  # expired, closed: charges use available funds
                 log.info("call %s: hold %s not extended: %s", facts.call_id, ext.hold_id, exc)
         debited = 0
+        settled = False
         for charge in tick.charges:
             try:
-                self.accounts.charge(
-                    facility_id=facts.facility_id, call_id=facts.call_id, lines=charge.lines,
-                    idempotency_key=charge.idempotency_key, holds=facts.hold_map,
-                    memo=charge.memo)
+                with self.db.write() as s:
+                    # Under the ledger lock, as settlement is: once a call has its CDR
+                    # (another node took this one for lost), no increment may follow.
+                    lock_head(s)
+                    if s.get(CallRecord, facts.call_id) is not None:
+                        settled = True
+                        error = (f"increment {charge.index}: the call was already settled "
+                                 "(by another node)")
+                        break
+                    _Joined(self.accounts, s).charge(
+                        facility_id=facts.facility_id, call_id=facts.call_id,
+                        lines=charge.lines, idempotency_key=charge.idempotency_key,
+                        holds=facts.hold_map, memo=charge.memo)
             except LedgerError as exc:
                 error = f"increment {charge.index}: {exc}"
                 break
             debited += 1
         with self.db.read() as s:
             funds = _funds(s, facts)
-        return TickResult(debited, funds, error)
+        return TickResult(debited, funds, error, settled)
 
     def _extend(self, hold_id: str, account: str, amount: int, key: str, ttl: int) -> None:
         try:
@@ -294,22 +304,25 @@ class CallLedger:
 
     # ------------------------------------------------------------ recovery
 
-    def open_calls(self, node_id: str) -> list[OpenCall]:
-        """This node's calls that were reserved and never settled."""
+    def open_calls(self, node_id: str, *, others: bool = False) -> list[OpenCall]:
+        """Calls reserved and never settled: ``node_id``'s, or (``others``) every other node's."""
+        node = CallStart.node_id != node_id if others else CallStart.node_id == node_id
         with self.db.read() as s:
             rows = list(s.scalars(
                 select(CallStart)
-                .where(CallStart.node_id == node_id,
-                       ~select(CallRecord.call_id)
+                .where(node, ~select(CallRecord.call_id)
                        .where(CallRecord.call_id == CallStart.call_id).exists())
                 .order_by(CallStart.setup_at)
             ))
-            out = []
-            for row in rows:
-                last = s.scalar(select(func.max(Entry.created_at))
-                                .where(Entry.call_id == row.call_id))
-                out.append(OpenCall(facts_from_row(row), last or row.setup_at))
-        return out
+            return [_open_call(s, row) for row in rows]
+
+    def open_call(self, call_id: str) -> OpenCall | None:
+        """One call if it is reserved and not yet settled, else None."""
+        with self.db.read() as s:
+            row = s.get(CallStart, call_id)
+            if row is None or s.get(CallRecord, call_id) is not None:
+                return None
+            return _open_call(s, row)
 
     def recover(self, call: OpenCall, policy: SessionPolicy,
                 heartbeat: Mapping[str, str | int] | None) -> tuple[Cdr, bool]:
@@ -331,6 +344,11 @@ class CallLedger:
 
     def release_expired_holds(self) -> int:
         return len(self.accounts.release_expired_holds())
+
+
+def _open_call(s: Session, row: CallStart) -> OpenCall:
+    last = s.scalar(select(func.max(Entry.created_at)).where(Entry.call_id == row.call_id))
+    return OpenCall(facts_from_row(row), last or row.setup_at)
 
 
 def _int(record: Mapping[str, str | int] | None, key: str, default: int = 0) -> int:

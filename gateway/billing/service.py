@@ -67,6 +67,8 @@ SETTLE_RETRY_SECONDS = 15.0
 STOP_SETTLE_TIMEOUT = 10.0
 START_RETRY_MIN, START_RETRY_MAX = 2.0, 60.0  # seconds between attempts to start
 MIN_DEADLINE_DELAY = 0.05  # a stalled meter must not spin the deadline timer
+ORPHAN_LEDGER_SCAN_SECONDS = 600.0  # calls of dead nodes with no heartbeat record
+SETTLED_ELSEWHERE = "billing settled by another node"
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ class BillingService(service.Service):
         self._backoff = START_RETRY_MIN
         self._retry: Any = None
         self._sweeping = False
+        self._taking_over: set[str] = set()
         if sip is not None:
             sip.call_gate = self.admit
             sip.call_listeners.append(self.on_call_event)
@@ -168,6 +171,9 @@ class BillingService(service.Service):
         self._wake()
         self._loop(self._tick_all, self.billing.heartbeat_seconds)
         self._loop(self._sweep, self.billing.expired_hold_sweep_seconds)
+        if self._redis is not None:
+            self._loop(self._take_over, self.billing.heartbeat_seconds)
+            self._loop(self._take_over_from_ledger, ORPHAN_LEDGER_SCAN_SECONDS)
         log.info("billing ready: %d facility(ies), %d plan(s), database %s, %s store",
                  len(facilities), len(self.billing.plans), self.db.url,
                  "Redis" if self._redis is not None else "in-process")
@@ -187,7 +193,8 @@ class BillingService(service.Service):
         from gateway.store.redis import RedisStore
 
         store = RedisStore(self.config.store.redis_url, self.config.store.key_prefix,
-                           node_id=self.node_id)
+                           node_id=self.node_id,
+                           node_timeout=self.config.store.node_timeout_seconds)
         self._redis = store
         self.store = store
         loop = getattr(self.reactor, "_asyncioEventloop", None)
@@ -405,6 +412,20 @@ class BillingService(service.Service):
         session.applied(result)
         if result.error:
             log.warning("billing: call %s: %s", session.call_id, result.error)
+        if result.settled and not live.settling:
+            # Another node took this one for dead (we lost the cluster for longer than
+            # [store] node_timeout_seconds) and settled the call: it cannot be billed
+            # further, so it ends; our settlement finds that CDR and writes nothing.
+            log.warning("billing: call %s was settled by another node; ending it",
+                        session.call_id)
+            live.deliberate = True
+            call = live.call
+            if self.sip is not None:
+                self.sip.run(lambda calls: calls.hangup(call, SETTLED_ELSEWHERE))
+            else:
+                self._settle(live, EndInfo(self.reactor.seconds(), SETTLED_ELSEWHERE,
+                                           "gateway"))
+            return
         if session.state == "answered":
             self._persist(live)
             # The funds may have changed, and with them the cut-off.
@@ -489,6 +510,87 @@ class BillingService(service.Service):
             if value.get("node") == self.node_id and key not in recovered:
                 self.store.delete(STORE_NAMESPACE, key)  # settled before the crash
         log.info("billing: recovered %d open call(s)", len(open_calls))
+        if self._redis is not None:
+            yield self._take_over_from_ledger()
+
+    # ------------------------------------------------------------ other nodes' calls
+    #
+    # With a shared store, a node that dies does not leave its calls open until it
+    # comes back: once it has been silent for [store] node_timeout_seconds, and its
+    # call's own heartbeat is as old, one live node (the store's choice, the same on
+    # every node) settles the call from that heartbeat, as the dead node would have
+    # at restart.  Settlement is idempotent under the ledger lock, so a node that
+    # restarts meanwhile, or two nodes that disagree for a moment on who is alive,
+    # write one CDR between them; and a node that was only cut off finds its call
+    # settled at its next increment and ends it (``TickResult.settled``).
+
+    def _stale_after(self) -> float:
+        assert self._redis is not None
+        return float(self._redis.node_timeout) + 2 * self.billing.heartbeat_seconds
+
+    def _orphaned(self, call_id: str, node: str, last_seen: float, now: float) -> bool:
+        redis = self._redis
+        return (redis is not None and call_id not in self._taking_over
+                and call_id not in self.sessions
+                and now - last_seen >= self._stale_after()
+                and redis.takes_over(node, STORE_NAMESPACE, call_id))
+
+    def _take_over(self) -> None:
+        """Heartbeat records of calls whose node is gone: settle them (cheap, in memory)."""
+        if self.ledger is None or self._redis is None or not self._redis.connected:
+            return
+        now = self.reactor.seconds()
+        for call_id, value in list(self.store.scan(STORE_NAMESPACE, now)):
+            node = str(value.get("node", ""))
+            beat = value.get("heartbeat_ms", 0)
+            last = beat / 1000 if isinstance(beat, int) else 0.0
+            if node and self._orphaned(call_id, node, last, now):
+                self._settle_orphan(call_id, node)
+
+    @defer.inlineCallbacks
+    def _take_over_from_ledger(self) -> Generator[defer.Deferred[Any], Any, None]:
+        """Open calls of gone nodes that have no heartbeat record (rare: a scan of the ledger)."""
+        if self.ledger is None or self._redis is None or not self._redis.connected:
+            return
+        try:
+            calls = yield threads.deferToThread(self.ledger.open_calls, self.node_id,
+                                                others=True)
+        except Exception as exc:  # noqa: BLE001 - logged; the next scan tries again
+            log.error("billing: could not look for calls of gone nodes: %s", exc)
+            return
+        now = self.reactor.seconds()
+        for call in calls:
+            call_id = call.facts.call_id
+            if self.store.get(STORE_NAMESPACE, call_id, now) is not None:
+                continue  # _take_over sees it, with its heartbeat
+            if self._orphaned(call_id, call.facts.node_id, call.last_activity.timestamp(), now):
+                self._settle_orphan(call_id, call.facts.node_id)
+
+    @defer.inlineCallbacks
+    def _settle_orphan(self, call_id: str, node: str) -> Generator[defer.Deferred[Any], Any, None]:
+        assert self.ledger is not None
+        ledger = self.ledger
+        self._taking_over.add(call_id)
+        try:
+            call = yield threads.deferToThread(ledger.open_call, call_id)
+            now = self.reactor.seconds()
+            beat = self.store.get(STORE_NAMESPACE, call_id, now)
+            if call is None:  # settled already (by its node, or another taker)
+                self.store.delete(STORE_NAMESPACE, call_id)
+                return
+            cdr, wrote = yield threads.deferToThread(ledger.recover, call, self.policy, beat)
+        except Exception as exc:  # noqa: BLE001 - logged; the next sweep tries again
+            log.error("billing: call %s of node %s could not be taken over: %s",
+                      call_id, node, exc)
+            return
+        finally:
+            self._taking_over.discard(call_id)
+        self.store.delete(STORE_NAMESPACE, call_id)
+        source = "its last heartbeat" if beat is not None else "the ledger"
+        log.info("billing: took over call %s of node %s (gone), settled from %s: %s",
+                 call_id, node, source, describe(cdr))
+        if wrote:
+            self._emit(CallSettled(call_id, cdr))
 
     # ------------------------------------------------------------ housekeeping
 

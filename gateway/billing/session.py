@@ -500,6 +500,8 @@ class TickResult:
     debited: int  # how many of the tick's charges were posted
     funds: Mapping[str, Funds]
     error: str | None = None
+    # The call already has its CDR: another node took it for lost and settled it.
+    settled: bool = False
 
 
 @dataclass(frozen=True)

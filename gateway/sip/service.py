@@ -85,7 +85,8 @@ class SipService(service.Service):
         store: Store
         if cfg.store.redis_url:  # shared with the other nodes; loads in the background
             store = RedisStore(cfg.store.redis_url, cfg.store.key_prefix,
-                               node_id=cfg.gateway.node_id)
+                               node_id=cfg.gateway.node_id,
+                               node_timeout=cfg.store.node_timeout_seconds)
             start_in_reactor(store, reactor)
         else:
             store = MemoryStore()

@@ -309,6 +309,22 @@ class RedisStore(Store):
         """Nodes with a recent heartbeat, as last seen (always includes this one)."""
         return self._live
 
+    @property
+    def node_timeout(self) -> float:
+        """Seconds without a heartbeat after which a node is taken for dead."""
+        return self._node_timeout
+
+    def takes_over(self, owner: str, namespace: str, key: str) -> bool:
+        """Should this node act for ``owner``, a node that is gone, on this record?
+
+        The choice expiry hand-out makes (one live node, by a hash of the record), so
+        that the nodes left agree without talking.  False while the owner is alive,
+        and while Redis is unreachable: the live set is stale then.
+        """
+        if owner == self.node_id or not self._up or owner in self._live:
+            return False
+        return self._hands_out(owner, (namespace, key))
+
     def _hands_out(self, owner: str, ref: Ref) -> bool:
         if owner == self.node_id:
             return True

@@ -443,6 +443,37 @@ def test_recovery_only_takes_this_nodes_calls(h: Harness) -> None:
     ids = [c.facts.call_id for c in h.ledger.open_calls("another-node")]
     assert s.call_id not in ids
     assert isinstance(h.ledger.open_calls("node-1")[0], OpenCall)
+    # What another node sees when it looks for calls left by gone nodes:
+    assert s.call_id in [c.facts.call_id for c in h.ledger.open_calls("another-node",
+                                                                      others=True)]
+    assert s.call_id not in [c.facts.call_id for c in h.ledger.open_calls("node-1",
+                                                                          others=True)]
+    found = h.ledger.open_call(s.call_id)
+    assert found is not None and found.facts.node_id == "node-1"
+
+
+def test_once_another_node_settled_the_call_no_increment_follows(h: Harness) -> None:
+    """The owner was cut off, another node took the call over and settled it: the
+    owner's next increments are refused and say so; the CDR and balance stand."""
+    a = h.account(deposit="10.00")
+    s = h.start(family(a))
+    h.run(s, 65, step=5)  # one increment (60 s) posted by the owner
+    heartbeat = s.snapshot(h.now())
+    open_call = h.ledger.open_call(s.call_id)
+    assert open_call is not None
+    cdr, wrote = h.ledger.recover(open_call, replace(POLICY, credit=CreditPolicy(False, 0)),
+                                  heartbeat)
+    assert wrote and cdr.media_seconds == 65 and cdr.total == USD("0.38")
+    assert h.ledger.open_call(s.call_id) is None
+    tick = h.at(s, 125)  # the owner, back, debits the next increment
+    assert len(tick.charges) == 1
+    assert s.last_error is not None and "already settled" in s.last_error
+    assert h.paid_for(s.call_id, a) == USD("0.38")
+    assert h.accounts.balance(a).balance == USD("9.62")
+    # Its own settlement then finds the CDR and writes nothing.
+    request = s.end(EndInfo(h.now(), "BYE", "caller"), 125)
+    again, wrote = h.ledger.settle(request)
+    assert not wrote and again == cdr
 
 
 # ---------------------------------------------------------------------- the arithmetic

@@ -459,6 +459,44 @@ def test_a_live_node_takes_over_expiry_from_one_that_left(prefix: str) -> None:
     asyncio.run(main())
 
 
+def test_exactly_one_live_node_takes_over_for_a_gone_node(prefix: str) -> None:
+    """What the billing service asks before settling a gone node's call."""
+    async def main() -> None:
+        a, b, c = (fast(REDIS_URL, prefix, n) for n in "abc")
+        assert await a.start() and await b.start() and await c.start()
+        try:
+            await until(lambda: b.live_nodes == c.live_nodes == {"a", "b", "c"}, "all live")
+            keys = [f"call-{i}" for i in range(40)]
+            # A is alive: nobody acts for it, and nobody for itself.
+            assert not any(s.takes_over("a", "billing", k) for s in (a, b, c) for k in keys)
+            await a.close()
+            await until(lambda: b.live_nodes == c.live_nodes == {"b", "c"}, "A leaving")
+            chosen = {k: [s.node_id for s in (b, c) if s.takes_over("a", "billing", k)]
+                      for k in keys}
+            assert all(len(nodes) == 1 for nodes in chosen.values()), chosen
+            assert {n for nodes in chosen.values() for n in nodes} == {"b", "c"}  # shared
+            assert not b.takes_over("b", "billing", "call-0")
+        finally:
+            for s in (a, b, c):
+                await s.close()
+
+    asyncio.run(main())
+
+
+def test_without_redis_no_node_takes_over(prefix: str) -> None:
+    """A node cut off from Redis has a stale view of who is alive: it acts for no one."""
+    async def main() -> None:
+        lonely = fast("redis://127.0.0.1:1/0", prefix, "b", connect_timeout=0.2)
+        assert not await lonely.start()
+        try:
+            assert lonely.live_nodes == {"b"}
+            assert not lonely.takes_over("a", "billing", "call-1")
+        finally:
+            await lonely.close()
+
+    asyncio.run(main())
+
+
 def test_notifications_name_the_writer(prefix: str) -> None:
     async def main() -> None:
         client = aioredis.Redis.from_url(REDIS_URL)
