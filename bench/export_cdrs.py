@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
-"""CDR export benchmark: a million synthetic CDRs, then ``gateway billing export`` to CSV.
+"""CDR export benchmark: a million synthetic CDRs, then ``gateway billing export``.
 
 1. Creates a scratch billing database (a SQLite file in a temporary directory, or a
    PostgreSQL database ``bench_export_<random>`` on 127.0.0.1:5432) and migrates it.
 2. Inserts ``--rows`` synthetic call detail records (and their ``billing_calls`` rows),
    spread over 31 days of May 2026 and 5 facilities: ``COPY`` on PostgreSQL,
-   ``executemany`` in one transaction on SQLite.
+   ``executemany`` in one transaction on SQLite.  Each carries its export line
+   (``export_csv``), rendered by :func:`gateway.billing.export.csv_line` as settlement
+   does; ``--no-lines`` leaves it NULL, as on rows written before revision 0005.
 3. Runs ``python -m gateway billing export --from 2026-05-01 --to 2026-06-01 --format
-   csv --output FILE`` as a child process, ``--repeat`` times, and reports for each
-   run the wall time, rows per second and the child's peak resident memory
-   (``ru_maxrss`` of that child alone, from ``os.wait4``), then
-   checks the file has one line per CDR plus the header.
+   csv --output FILE`` as a child process, ``--repeat`` times, then ``--format json``
+   ``--json-repeat`` times, and reports for each run the wall time, rows per second
+   and the child's peak resident memory (its own ``VmHWM``, which it prints as it
+   exits), then checks the file has one line per CDR (plus the CSV header).
 4. Drops the scratch database (PostgreSQL) or removes the directory (SQLite).
 
     .venv/bin/python bench/export_cdrs.py --backend sqlite
@@ -49,11 +51,11 @@ RATES = {"video": 190_000, "audio": 120_000}  # µ$ per minute
 CDR_COLUMNS = (
     "call_id", "visit_id", "node_id", "facility_id", "tier", "cap_period", "service",
     "caller", "callee", "payers", "setup_at", "answer_at", "end_at", "media_seconds",
-    "metered_seconds", "uncharged_seconds", "increment", "billed_units", "billed_unit",
-    "rate_per_minute", "cap_per_minute", "additive_per_minute", "total", "amounts",
-    "credit_total", "credits", "credit_reason", "lines", "explanation", "disconnect_cause",
-    "ended_by", "sip_status", "low_balance_warning", "quality", "recovered",
-    "settle_entry_id", "created_at",
+    "metered_seconds", "uncharged_seconds", "free_seconds_used", "increment", "billed_units",
+    "billed_unit", "rate_per_minute", "cap_per_minute", "additive_per_minute", "total",
+    "amounts", "credit_total", "credits", "credit_reason", "lines", "explanation",
+    "disconnect_cause", "ended_by", "sip_status", "low_balance_warning", "quality",
+    "recovered", "settle_entry_id", "created_at", "export_csv", "export_version",
 )
 CALL_COLUMNS = (
     "call_id", "node_id", "plan", "facility_id", "service", "caller", "callee", "setup_at",
@@ -78,7 +80,8 @@ def synthetic(n: int, seed: int = 7) -> Iterator[tuple[dict[str, Any], dict[str,
         setup = MONTH_START + timedelta(seconds=span * i / n, microseconds=rnd.randrange(10**6))
         answered = rnd.random() > 0.05
         media = rnd.randrange(1, 1800) if answered else 0
-        minutes = -(-media // 60)
+        free = min(media, 120) if rnd.random() < 0.2 else 0  # the daily free minutes
+        minutes = -(-(media - free) // 60)
         total = minutes * rate
         end = setup + timedelta(seconds=media + rnd.randrange(1, 20))
         family = f"acct-{rnd.randrange(50_000):05d}"
@@ -113,7 +116,7 @@ def synthetic(n: int, seed: int = 7) -> Iterator[tuple[dict[str, Any], dict[str,
             "callee": callee, "payers": json.dumps(payers), "setup_at": setup,
             "answer_at": setup + timedelta(seconds=3) if answered else None, "end_at": end,
             "media_seconds": media, "metered_seconds": media, "uncharged_seconds": 0,
-            "increment": "per_minute_round_up", "billed_units": minutes,
+            "free_seconds_used": free, "increment": "per_minute_round_up", "billed_units": minutes,
             "billed_unit": "minute", "rate_per_minute": rate, "cap_per_minute": rate,
             "additive_per_minute": 0, "total": total, "amounts": json.dumps(amounts),
             "credit_total": credit, "credits": json.dumps(credits),
@@ -123,6 +126,7 @@ def synthetic(n: int, seed: int = 7) -> Iterator[tuple[dict[str, Any], dict[str,
             "ended_by": "gateway" if dropped else rnd.choice(("caller", "callee")),
             "sip_status": None, "low_balance_warning": None, "quality": None,
             "recovered": False, "settle_entry_id": i + 1, "created_at": created,
+            "export_csv": None, "export_version": None,
         }
         yield call, cdr
 
@@ -151,16 +155,25 @@ def drop_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def insert(url: str, n: int) -> float:
+def with_line(cdr: dict[str, Any]) -> dict[str, Any]:
+    """The CDR with its export line, as settlement stores it (times still datetimes)."""
+    from gateway.billing.export import EXPORT_VERSION, csv_line
+
+    cdr["export_csv"] = csv_line(cdr)
+    cdr["export_version"] = EXPORT_VERSION
+    return cdr
+
+
+def insert(url: str, n: int, lines: bool = True) -> float:
     """Insert ``n`` synthetic CDRs; returns the seconds it took."""
     from gateway.billing.db import upgrade
 
     upgrade(url)
     t0 = time.perf_counter()
     if url.startswith("sqlite"):
-        _insert_sqlite(url.removeprefix("sqlite:///"), n)
+        _insert_sqlite(url.removeprefix("sqlite:///"), n, lines)
     else:
-        _insert_postgresql(url, n)
+        _insert_postgresql(url, n, lines)
     return time.perf_counter() - t0
 
 
@@ -169,7 +182,7 @@ def _sqlite_time(value: datetime | None) -> str | None:
     return None if value is None else value.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _insert_sqlite(path: str, n: int) -> None:
+def _insert_sqlite(path: str, n: int, lines: bool) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("BEGIN")
@@ -181,6 +194,8 @@ def _insert_sqlite(path: str, n: int) -> None:
     batch_calls: list[tuple[Any, ...]] = []
     batch_cdrs: list[tuple[Any, ...]] = []
     for call, cdr in synthetic(n):
+        if lines:
+            with_line(cdr)
         for key in times:
             if key in call:
                 call[key] = _sqlite_time(call[key])
@@ -198,7 +213,7 @@ def _insert_sqlite(path: str, n: int) -> None:
     conn.close()
 
 
-def _insert_postgresql(url: str, n: int) -> None:
+def _insert_postgresql(url: str, n: int, lines: bool) -> None:
     import psycopg
 
     with psycopg.connect(url) as conn:
@@ -209,12 +224,32 @@ def _insert_postgresql(url: str, n: int) -> None:
                     cp.write_row(tuple(call[c] for c in CALL_COLUMNS))
             with cur.copy(f"COPY billing_cdrs ({', '.join(CDR_COLUMNS)}) FROM STDIN") as cp:
                 for _, cdr in synthetic(n):
+                    if lines:
+                        with_line(cdr)
                     cp.write_row(tuple(cdr[c] for c in CDR_COLUMNS))
         conn.commit()
-        conn.execute("ANALYZE billing_cdrs")
+        # As autovacuum does to an insert-only table: without it the first export
+        # after this bulk load also sets every row's hint bits (writes the table).
+        conn.autocommit = True
+        conn.execute("VACUUM (ANALYZE) billing_cdrs")
 
 
 # -- the export ---------------------------------------------------------------------
+
+
+# ``python -m gateway ARGS``, then the process's own peak RSS (VmHWM) on stderr.  Not
+# ru_maxrss from wait4: Linux carries the parent's peak over into the child at exec,
+# so that would report this script's memory (the million rows it inserted).
+CHILD = """
+import runpy, sys
+sys.argv[0] = "gateway"
+try:
+    runpy.run_module("gateway", run_name="__main__", alter_sys=True)
+finally:
+    with open("/proc/self/status") as status:
+        peak = next(line for line in status if line.startswith("VmHWM:"))
+    sys.stderr.write("bench " + peak)
+"""
 
 
 def run_export(url: str, workdir: Path, fmt: str = "csv") -> dict[str, Any]:
@@ -224,7 +259,7 @@ def run_export(url: str, workdir: Path, fmt: str = "csv") -> dict[str, Any]:
                       f'[database]\nurl = "{url}"\n')
     out = workdir / f"export.{fmt}"
     out.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "gateway", "billing", "export", "--config", str(config),
+    argv = [sys.executable, "-c", CHILD, "billing", "export", "--config", str(config),
             "--from", "2026-05-01", "--to", "2026-06-01", "--format", fmt,
             "--output", str(out)]
     err = workdir / "export.stderr"
@@ -232,19 +267,19 @@ def run_export(url: str, workdir: Path, fmt: str = "csv") -> dict[str, Any]:
     with err.open("wb") as errf:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=errf, cwd=workdir)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
+        code = proc.wait()
     seconds = time.perf_counter() - t0
-    code = os.waitstatus_to_exitcode(status)
     stderr = err.read_text()
     if code != 0:
         raise SystemExit(f"export failed ({code}): {stderr}")
+    stderr, _, peak = stderr.rpartition("bench VmHWM:")  # peak: e.g. " 98304 kB"
     with out.open("rb") as f:
         lines = sum(1 for _ in f)
     rows = lines - 1 if fmt == "csv" else lines
     return {
         "format": fmt, "seconds": round(seconds, 3), "rows": rows,
         "rows_per_second": round(rows / seconds),
-        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # Linux: ru_maxrss is in KiB
+        "peak_rss_mib": round(int(peak.split()[0]) / 1024, 1),
         "bytes": out.stat().st_size, "stderr": stderr.strip(),
     }
 
@@ -264,15 +299,15 @@ def machine() -> str:
             f"SQLite {sqlite3.sqlite_version}")
 
 
-def bench(backend: str, rows: int, repeat: int, formats: list[str]) -> dict[str, Any]:
+def bench(backend: str, rows: int, repeats: dict[str, int], lines: bool) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-export-{backend}-"))
     url = create_database(backend, workdir)
     try:
-        seconds = insert(url, rows)
-        print(f"{backend}: inserted {rows} CDRs in {seconds:.1f} s "
-              f"({rows / seconds:,.0f} rows/s)", flush=True)
+        seconds = insert(url, rows, lines)
+        print(f"{backend}: inserted {rows} CDRs {'with' if lines else 'without'} export "
+              f"lines in {seconds:.1f} s ({rows / seconds:,.0f} rows/s)", flush=True)
         runs = []
-        for fmt in formats:
+        for fmt, repeat in repeats.items():
             for _ in range(repeat):
                 r = run_export(url, workdir, fmt)
                 if r["rows"] != rows:
@@ -281,8 +316,8 @@ def bench(backend: str, rows: int, repeat: int, formats: list[str]) -> dict[str,
                       f"{r['rows_per_second']:,} rows/s, peak RSS {r['peak_rss_mib']} MiB, "
                       f"{r['bytes'] / 2**20:.0f} MiB written", flush=True)
                 runs.append(r)
-        return {"backend": backend, "rows": rows, "insert_seconds": round(seconds, 1),
-                "runs": runs}
+        return {"backend": backend, "rows": rows, "export_lines": lines,
+                "insert_seconds": round(seconds, 1), "runs": runs}
     finally:
         drop_database(url)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -292,14 +327,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--repeat", type=int, default=3, help="exports per format (default 3)")
-    ap.add_argument("--formats", default="csv", help="comma-separated: csv,json")
+    ap.add_argument("--repeat", type=int, default=3, help="CSV exports (default 3)")
+    ap.add_argument("--json-repeat", type=int, default=1,
+                    help="JSON Lines exports after the CSV ones (default 1)")
+    ap.add_argument("--no-lines", action="store_true",
+                    help="insert CDRs without export lines (as written before 0005)")
     ap.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     args = ap.parse_args()
     backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
-    formats = [f for f in args.formats.split(",") if f]
+    repeats = {"csv": args.repeat, "json": args.json_repeat}
     results = {"machine": machine(), "command": " ".join(sys.argv),
-               "results": [bench(b, args.rows, args.repeat, formats) for b in backends]}
+               "results": [bench(b, args.rows, repeats, not args.no_lines) for b in backends]}
     print(f"machine: {results['machine']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

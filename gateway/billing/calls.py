@@ -45,6 +45,7 @@ from sqlalchemy.orm import Session
 from gateway.billing.accounts import Accounts, Hold
 from gateway.billing.cdr import RECOVERED_CAUSE, Cdr
 from gateway.billing.db import Database
+from gateway.billing.export import EXPORT_VERSION, csv_line
 from gateway.billing.ledger import (
     HoldError,
     IdempotencyConflict,
@@ -422,10 +423,11 @@ def _dt(seconds: float | None) -> datetime | None:
 
 def _cdr_row(request: SettleRequest, plan: Settlement, entry_id: int,
              now: datetime) -> CallRecord:
+    """The CDR, with its CSV export row rendered now: a CDR never changes after this."""
     facts = request.facts
     rating = plan.rating
     end_at = _dt(request.end.at) or now
-    return CallRecord(
+    row = CallRecord(
         call_id=facts.call_id, visit_id=None, node_id=facts.node_id,
         facility_id=facts.facility_id, tier=rating.tier, cap_period=rating.cap_period,
         service=facts.service, caller=facts.caller, callee=facts.callee,
@@ -450,6 +452,10 @@ def _cdr_row(request: SettleRequest, plan: Settlement, entry_id: int,
         quality=None, recovered=request.recovered, settle_entry_id=entry_id, created_at=now,
         free_seconds_used=rating.free_seconds_covered,
     )
+    # From the row's own values (truncated texts included), as the export reads them.
+    row.export_csv = csv_line(row)
+    row.export_version = EXPORT_VERSION
+    return row
 
 
 def describe(cdr: Cdr) -> str:

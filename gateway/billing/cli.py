@@ -1,7 +1,8 @@
 """``gateway billing ...``: staff commands for the ledger.
 
 ``migrate`` installs or upgrades the billing tables; ``verify`` recomputes the
-hash chain and every balance and exits 0 (intact) or 1 (problems found);
+hash chain and every balance, checks every CDR's stored export line against its
+columns and exits 0 (intact) or 1 (problems found);
 ``open-account``, ``deposit`` and ``balance`` are for staff and tests;
 ``receipt --call ID`` prints a call's receipt as JSON, in words a family reads,
 and ``cdrs`` lists call detail records (JSON, one per line); ``export``
@@ -61,7 +62,8 @@ def add_billing_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         "verify", "check the hash chain, double entry and balances", _cmd_verify,
         "Recompute every entry's hash, check every entry sums to zero, every stored "
         "balance equals the sum of its postings, no prepaid account is below zero and "
-        "the append-only triggers are in place. Exit 0 if all holds, 1 otherwise.",
+        "the append-only triggers are in place, and every CDR's stored export line "
+        "equals the rendering of its columns. Exit 0 if all holds, 1 otherwise.",
     )
     verify.add_argument("--anchor", action="append", default=[], metavar="ID:HASH",
                         help="also require entry ID to have HASH (a head recorded earlier)")

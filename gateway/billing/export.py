@@ -8,21 +8,33 @@ documentation is checked against.
 Which calls: those whose CDR ``end_at`` is in ``[from, to)`` (UTC, ``to``
 exclusive), optionally of one facility, in (``end_at``, ``call_id``) order.
 
-Constant memory, whatever the size of the export:
+Each CDR carries its CSV row, rendered once when the CDR is written (a CDR
+never changes after that), as a telephone switch writes its CDR line at call
+end: :func:`csv_line` at settlement (:mod:`gateway.billing.calls`) stores it as
+``export_csv`` with :data:`EXPORT_VERSION` (migration 0005).  A CSV export is
+then mostly the database streaming stored text:
 
-* **Keyset pagination.**  Rows are read a page (:data:`PAGE_ROWS`) at a time,
-  each page starting after the (``end_at``, ``call_id``) key of the last row of
-  the one before; the index ``ix_billing_cdrs_end_at_call_id`` (migration 0003)
-  makes each page a range scan.  All pages are read in one read-only
-  transaction (a consistent snapshot: SQLite's deferred ``BEGIN``, PostgreSQL's
-  ``REPEATABLE READ``), so a call settled during the export is not half in it.
-* **SQLite** pages are fetched with the driver (no ORM objects) and written
-  by the ``csv`` module, one page per chunk.
-* **PostgreSQL** CSV pages are produced by the server, ``COPY (SELECT ...) TO
-  STDOUT WITH (FORMAT csv)``, with the same formatting done in SQL; the page's
-  upper key is found first with an index-only query, so COPY streams exactly
-  one page.  The client only forwards bytes.  JSON is formatted in Python on
-  both databases.
+* **One statement, one snapshot.**  ``call_id`` (only when needed) and the
+  stored line, if rendered under the current version, are read in (``end_at``,
+  ``call_id``) order by one statement over the range (a range scan of the index
+  ``ix_billing_cdrs_end_at_call_id``, migration 0003) inside one read-only
+  transaction (SQLite's deferred ``BEGIN``, PostgreSQL's ``REPEATABLE READ``),
+  so a call settled during the export is not half in it.  SQLite steps the
+  statement with ``fetchmany``; PostgreSQL uses a server-side cursor whose next
+  page is requested (pipeline mode) before the current one is handed on.
+* **Pages as chunks.**  Each page of :data:`PAGE_ROWS` lines is joined into one
+  chunk: no per-row Python work when the lines are stored.  A thread reads pages
+  ahead of the consumer (at most :data:`READ_AHEAD`), so the database and the
+  writing of the output overlap; memory stays a few pages whatever the size.
+* **Fallback.**  Rows without a line of the current version (written before
+  0005, or rendered under an older :data:`EXPORT_VERSION`) are read again by
+  call id, one batch per page, and rendered from their columns by the same
+  :func:`csv_values`: the output is the same bytes either way.  Changing the
+  columns or their formatting means bumping :data:`EXPORT_VERSION`, nothing
+  else; ``gateway billing verify`` checks that every stored line of the current
+  version equals the rendering of its columns (:func:`check_stored_lines`).
+
+JSON Lines are formatted in Python from the columns, on both databases.
 
 Money is never a float: every amount is an exact decimal number of US dollars
 written from the integer micro-dollars of the ledger (``2.28``, ``0.065``): at
@@ -32,23 +44,30 @@ are UTC, ISO 8601 with microseconds (``2026-05-02T15:00:00.000000Z``).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
-import io
 import json
+import operator
+import queue
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
 from gateway.billing.db import Database
+from gateway.billing.models import CallRecord
 from gateway.billing.money import MICROS_PER_DOLLAR
 
 FORMATS = ("csv", "json")
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/x-ndjson"}
-PAGE_ROWS = 10_000
-CHUNK_BYTES = 256 * 1024  # PostgreSQL COPY output is regrouped into chunks of about this
+PAGE_ROWS = 2_000  # ~0.8 MB of lines: the next page fits in the socket buffers meanwhile
+READ_AHEAD = 2  # chunks (pages) read ahead of the consumer, so memory stays bounded
 FACILITY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z")
 
 
@@ -86,6 +105,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("metered_seconds", "integer", "seconds", "call time metered"),
     Column("uncharged_seconds", "integer", "seconds",
            "metered after the prepaid funds ran out: not charged"),
+    Column("free_seconds_used", "integer", "seconds",
+           "free seconds of the daily allowance the call used, not charged"),
     Column("increment", "text", "", "per_minute_round_up or per_second"),
     Column("billed_units", "integer", "billed_unit", "minutes or seconds billed"),
     Column("billed_unit", "text", "", "minute or second"),
@@ -114,6 +135,11 @@ COLUMNS: tuple[Column, ...] = (
     Column("created_at", "timestamp", "UTC", "when the CDR was written (the settlement)"),
     Column("explanation", "text", "", "the charge worked out in words, as on the receipt"),
 )
+# The version of the CSV row format stored with each CDR (``export_csv``).  Any
+# change to COLUMNS or to how a value is written (csv_values, dollars, _time,
+# quoting) must bump it: lines stored under an older version are then rendered
+# again from their columns by every export, and never checked by verify.
+EXPORT_VERSION = 1
 CSV_HEADER: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 _PAYER_COLUMNS = ("payer_kinds", "payer_accounts", "payer_shares_percent",
                   "payer_charged_usd", "payer_credited_usd")
@@ -126,14 +152,25 @@ JSON_KEYS: tuple[str, ...] = tuple(
 _RAW = (
     "call_id", "visit_id", "facility_id", "node_id", "service", "caller", "callee",
     "setup_at", "answer_at", "end_at", "media_seconds", "metered_seconds",
-    "uncharged_seconds", "increment", "billed_units", "billed_unit", "rate_per_minute",
-    "cap_per_minute", "additive_per_minute", "tier", "cap_period", "total", "credit_total",
-    "credit_reason", "payers", "amounts", "credits", "disconnect_cause", "ended_by",
+    "uncharged_seconds", "free_seconds_used", "increment", "billed_units", "billed_unit",
+    "rate_per_minute", "cap_per_minute", "additive_per_minute", "tier", "cap_period", "total",
+    "credit_total", "credit_reason", "payers", "amounts", "credits", "disconnect_cause", "ended_by",
     "sip_status", "low_balance_warning", "recovered", "settle_entry_id", "created_at",
     "explanation", "lines", "quality",
 )
-_END_AT = _RAW.index("end_at")
+_CSV_RAW = _RAW[:-2]  # CSV leaves out the charge lines and quality
+_JSON_COLUMNS = frozenset({"payers", "amounts", "credits", "lines", "quality"})
 _CALL_ID = _RAW.index("call_id")
+_FIRST = operator.itemgetter(0)
+_PAYERS, _AMOUNTS, _CREDITS = (_RAW.index(n) for n in ("payers", "amounts", "credits"))
+_RECOVERED = _RAW.index("recovered")
+_LINES, _QUALITY = _RAW.index("lines"), _RAW.index("quality")
+# The export's read of a row: its stored line if rendered under this version, else
+# NULL and the call id to render it by (NULL otherwise: less to send and to load).
+_CURRENT = f"c.export_version = {EXPORT_VERSION} AND c.export_csv IS NOT NULL"
+_LINE_SELECT = (f"CASE WHEN {_CURRENT} THEN c.export_csv END, "
+                f"CASE WHEN {_CURRENT} THEN NULL ELSE c.call_id END")
+_SQLITE_IN_MAX = 500  # ids per IN (...) (old SQLite builds allow 999 parameters)
 
 
 # ---------------------------------------------------------------------- parameters
@@ -200,6 +237,17 @@ def _params(sql: str, dialect: str) -> str:
     return sql.replace("?", "%s") if dialect == "postgresql" else sql
 
 
+def _columns(names: Sequence[str], dialect: str) -> str:
+    """The select list for raw columns: PostgreSQL sends JSON as text, as SQLite does.
+
+    The formatters parse it themselves (the three payer columns in one go), which
+    costs a fraction of the driver's parsing of each value.
+    """
+    if dialect == "postgresql":
+        return ", ".join(f"c.{n}::text" if n in _JSON_COLUMNS else f"c.{n}" for n in names)
+    return ", ".join(f"c.{n}" for n in names)
+
+
 # ---------------------------------------------------------------------- formatting
 
 
@@ -214,7 +262,8 @@ def dollars(micros: int) -> str:
 
 
 def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """``2026-05-02T15:00:00.000000Z`` (``isoformat``: a third of ``strftime``'s cost)."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def _time(value: Any) -> str | None:
@@ -262,17 +311,18 @@ def _json(value: Any) -> Any:
 def csv_values(raw: Sequence[Any]) -> list[Any]:
     """One CSV row (:data:`CSV_HEADER` order) from a raw row (:data:`_RAW` order)."""
     (call_id, visit_id, facility_id, node_id, service, caller, callee, setup_at, answer_at,
-     end_at, media, metered, uncharged, increment, billed_units, billed_unit, rate, cap,
-     additive, tier, cap_period, total, credit_total, credit_reason, payers, amounts,
-     credits, cause, ended_by, sip_status, warning, recovered, settle_entry_id, created_at,
-     explanation) = raw[:35]
+     end_at, media, metered, uncharged, free_used, increment, billed_units, billed_unit,
+     rate, cap, additive, tier, cap_period, total, credit_total, credit_reason, payers,
+     amounts, credits, cause, ended_by, sip_status, warning, recovered, settle_entry_id,
+     created_at, explanation) = raw[:len(_CSV_RAW)]
     if isinstance(payers, str):
         lists = _payer_lists(payers, amounts, credits)
     else:
         lists = _payer_lists_of(payers, amounts, credits)
     return [
         call_id, visit_id, facility_id, node_id, service, caller, callee, _time(setup_at),
-        _time(answer_at), _time(end_at), media, metered, uncharged, increment, billed_units,
+        _time(answer_at), _time(end_at), media, metered, uncharged, free_used, increment,
+        billed_units,
         billed_unit, dollars(rate), dollars(cap), dollars(additive), tier, cap_period,
         dollars(total), dollars(credit_total), dollars(total - credit_total), credit_reason,
         *lists, cause, ended_by, sip_status, warning, "true" if recovered else "false",
@@ -283,81 +333,58 @@ def csv_values(raw: Sequence[Any]) -> list[Any]:
 def json_record(raw: Sequence[Any]) -> dict[str, Any]:
     """One JSON Lines object (:data:`JSON_KEYS`) from a raw row."""
     values = dict(zip(CSV_HEADER, csv_values(raw), strict=True))
-    payers = _json(raw[24])
-    amounts = _json(raw[25])
-    credits = _json(raw[26])
+    payers = _json(raw[_PAYERS])
+    amounts = _json(raw[_AMOUNTS])
+    credits = _json(raw[_CREDITS])
     for name in _PAYER_COLUMNS:
         del values[name]
-    values["recovered"] = bool(raw[31])
+    values["recovered"] = bool(raw[_RECOVERED])
     values["payers"] = [
         {"kind": str(kind), "account": str(account), "share_percent": str(share),
          "charged_usd": dollars(int(amounts.get(account, 0))),
          "credited_usd": dollars(int(credits.get(account, 0)))}
         for kind, account, share in payers
     ]
-    values["lines"] = _json(raw[35])
-    values["quality"] = _json(raw[36])
+    values["lines"] = _json(raw[_LINES])
+    values["quality"] = _json(raw[_QUALITY])
     return values
 
 
-# ---------------------------------------------------------------------- PostgreSQL SQL
+class _Rows:
+    """The file a ``csv.writer`` writes to: keeps each row it is given, as text."""
+
+    __slots__ = ("rows", "writerow")
+
+    def __init__(self) -> None:
+        self.rows: list[str] = []
+        self.writerow = csv.writer(self, lineterminator="\n").writerow
+
+    def write(self, text: str) -> int:
+        self.rows.append(text)
+        return len(text)
 
 
-def _pg_dollars(x: str) -> str:
-    """SQL for :func:`dollars` of a bigint µ$ expression."""
-    a = f"abs({x})"
-    return (f"(CASE WHEN {x} < 0 THEN '-' ELSE '' END || ({a} / 1000000)::text || '.' || "
-            f"CASE WHEN mod({a}, 10000) = 0 THEN lpad((mod({a}, 1000000) / 10000)::text, 2, '0')"
-            f" ELSE rtrim(lpad(mod({a}, 1000000)::text, 6, '0'), '0') END)")
+def _render(values: Sequence[Any]) -> str:
+    """One CSV row without its line end, quoted exactly as the csv module quotes it."""
+    out = _Rows()
+    out.writerow(values)
+    return out.rows[0][:-1]
 
 
-def _pg_time(x: str) -> str:
-    return f"to_char({x} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+def csv_line(row: CallRecord | Mapping[str, Any]) -> str:
+    """A CDR's CSV export row, without the line end, from its column values.
 
-
-def _pg_payer_list(element: str) -> str:
-    """One payer_* list: ``element`` is SQL over ``P`` (a payer's JSON array).
-
-    One and two payers (nearly every call) are formatted inline; more take a
-    subquery over the array.
+    Rendered once when the CDR is written (stored as ``export_csv`` with
+    :data:`EXPORT_VERSION`), and again from the stored columns for rows that have
+    no line of the current version; both go through :func:`csv_values`, so they
+    are the same bytes.  ``row`` is a :class:`CallRecord` or a mapping of its
+    column names (JSON columns as Python values or as JSON text).
     """
-    one = element.replace("P", "(c.payers->0)")
-    two = element.replace("P", "(c.payers->1)")
-    many = element.replace("P", "t.p")
-    return (f"(CASE json_array_length(c.payers) WHEN 1 THEN {one} "
-            f"WHEN 2 THEN {one} || ';' || {two} "
-            f"ELSE (SELECT string_agg({many}, ';' ORDER BY t.i) "
-            f"FROM json_array_elements(c.payers) WITH ORDINALITY AS t(p, i)) END)")
-
-
-def _pg_csv_select() -> str:
-    def amount(col: str) -> str:
-        return _pg_dollars(f"coalesce((c.{col}->>(P->>1))::bigint, 0)")
-
-    def text(col: str) -> str:
-        # COPY writes '' as "" (NULL as nothing); Python's csv writes '' as nothing.
-        return f"nullif(c.{col}, '')"
-
-    cols = [
-        text("call_id"), text("visit_id"), text("facility_id"), text("node_id"),
-        text("service"), text("caller"), text("callee"), _pg_time("c.setup_at"),
-        _pg_time("c.answer_at"), _pg_time("c.end_at"), "c.media_seconds",
-        "c.metered_seconds", "c.uncharged_seconds", text("increment"), "c.billed_units",
-        text("billed_unit"), _pg_dollars("c.rate_per_minute"),
-        _pg_dollars("c.cap_per_minute"), _pg_dollars("c.additive_per_minute"), text("tier"),
-        text("cap_period"), _pg_dollars("c.total"), _pg_dollars("c.credit_total"),
-        _pg_dollars("(c.total - c.credit_total)"), text("credit_reason"),
-        _pg_payer_list("(P->>0)"), _pg_payer_list("(P->>1)"), _pg_payer_list("(P->>2)"),
-        _pg_payer_list(amount("amounts")), _pg_payer_list(amount("credits")),
-        text("disconnect_cause"), text("ended_by"), "c.sip_status", "c.low_balance_warning",
-        "CASE WHEN c.recovered THEN 'true' ELSE 'false' END", "c.settle_entry_id",
-        _pg_time("c.created_at"), text("explanation"),
-    ]
-    assert len(cols) == len(COLUMNS)
-    return "SELECT " + ", ".join(cols) + " FROM billing_cdrs c"
-
-
-_PG_CSV_SELECT = _pg_csv_select()
+    if isinstance(row, Mapping):
+        raw = [row[name] for name in _CSV_RAW]
+    else:
+        raw = [getattr(row, name) for name in _CSV_RAW]
+    return _render(csv_values(raw))
 
 
 # ---------------------------------------------------------------------- the export
@@ -371,7 +398,7 @@ class CdrExport:
     """
 
     def __init__(self, db: Database, where: ExportRange, fmt: str = "csv", *,
-                 page_rows: int = PAGE_ROWS, server_csv: bool = True) -> None:
+                 page_rows: int = PAGE_ROWS) -> None:
         if fmt not in FORMATS:
             raise ExportError("format", f"expected csv or json, got {fmt!r}")
         if page_rows < 1:
@@ -380,27 +407,44 @@ class CdrExport:
         self.where = where
         self.format = fmt
         self.page_rows = page_rows
-        self.server_csv = server_csv  # PostgreSQL: False formats CSV in Python (for tests)
         self.rows = 0
 
     def __iter__(self) -> Iterator[bytes]:
         if self.format == "csv":
             yield (",".join(CSV_HEADER) + "\n").encode()
+        yield from _read_ahead(self._chunks())
+
+    def _chunks(self) -> Generator[bytes, None, None]:
+        """The pages as chunks, all in one read transaction (the snapshot)."""
         with self.db.read() as s:
-            conn = s.connection()
-            if self.db.dialect == "postgresql" and self.format == "csv" and self.server_csv:
-                yield from self._pg_copy(conn)
-                return
-            for page in self._pages(conn.connection.dbapi_connection):
+            dbapi: Any = s.connection().connection.dbapi_connection
+            if self.format == "csv":
+                yield from self._csv(dbapi)
+            else:
+                yield from self._json(dbapi)
+
+    def _csv(self, dbapi: Any) -> Iterator[bytes]:
+        """The stored lines, one page per chunk; rows without one rendered from columns."""
+        with contextlib.closing(self._pages(dbapi, _LINE_SELECT)) as pages:
+            for page in pages:
                 self.rows += len(page)
-                if self.format == "csv":
-                    buf = io.StringIO()
-                    csv.writer(buf, lineterminator="\n").writerows(map(csv_values, page))
-                    yield buf.getvalue().encode()
-                else:
-                    yield "".join(
-                        json.dumps(json_record(r), ensure_ascii=False, separators=(",", ":"))
-                        + "\n" for r in page).encode()
+                lines: list[Any] = list(map(_FIRST, page))
+                lines.append("")  # so that the last line ends too
+                try:  # no per-row Python work when every line is stored
+                    text = "\n".join(lines)
+                except TypeError:  # a None: rows with no line of this version
+                    self._render_missing(dbapi, page, lines)
+                    text = "\n".join(lines)
+                yield text.encode()
+
+    def _json(self, dbapi: Any) -> Iterator[bytes]:
+        cols = _columns(_RAW, self.db.dialect)
+        with contextlib.closing(self._pages(dbapi, cols)) as pages:
+            for page in pages:
+                self.rows += len(page)
+                yield "".join(
+                    json.dumps(json_record(r), ensure_ascii=False, separators=(",", ":"))
+                    + "\n" for r in page).encode()
 
     # -- reading
 
@@ -413,85 +457,166 @@ class CdrExport:
             params.append(self.where.facility)
         return sql, params
 
-    def _pages(self, dbapi: Any) -> Iterator[list[Sequence[Any]]]:
-        """Raw rows (:data:`_RAW`), a page at a time, by keyset pagination.
+    def _pages(self, dbapi: Any, cols: str) -> Generator[list[Sequence[Any]], None, None]:
+        """Rows of ``cols`` in (end_at, call_id) order, ``page_rows`` at a time.
 
-        Straight from the driver's cursor (inside the session's transaction): no
-        SQLAlchemy row objects, the per-row cost of an export is what matters.
+        One statement on the driver's cursor, inside the session's snapshot: no
+        SQLAlchemy row objects (the per-row cost is what matters), and a range
+        scan of ``ix_billing_cdrs_end_at_call_id`` (0003), already in order.
         """
         dialect = self.db.dialect
         cond, params = self._filter(dialect)
-        # CSV leaves out the charge lines and quality (the last two raw columns).
-        names = _RAW if self.format == "json" else _RAW[:-2]
-        cols = ", ".join(f"c.{name}" for name in names)
-        first = (f"SELECT {cols} FROM billing_cdrs c WHERE {cond} "
-                 f"ORDER BY c.end_at, c.call_id LIMIT {self.page_rows}")
-        after = (f"SELECT {cols} FROM billing_cdrs c WHERE {cond} "
-                 f"AND (c.end_at, c.call_id) > (?, ?) ORDER BY c.end_at, c.call_id "
-                 f"LIMIT {self.page_rows}")
-        first, after = _params(first, dialect), _params(after, dialect)
-        key: tuple[Any, Any] | None = None
+        sql = f"SELECT {cols} FROM billing_cdrs c WHERE {cond} ORDER BY c.end_at, c.call_id"
+        if dialect == "postgresql":
+            yield from _pg_pages(dbapi, _params(sql, dialect), params, self.page_rows)
+            return
+        # "+" keeps SQLite from choosing the facility index and sorting the whole
+        # facility's rows before the first one; the end_at range scan streams.
+        sql = sql.replace("c.facility_id =", "+c.facility_id =")
         cur = dbapi.cursor()
         try:
-            while True:
-                if key is None:
-                    cur.execute(first, tuple(params))
-                else:
-                    cur.execute(after, (*params, *key))
-                rows: list[Sequence[Any]] = cur.fetchall()
-                if not rows:
-                    return
-                key = (rows[-1][_END_AT], rows[-1][_CALL_ID])
+            cur.execute(sql, params)
+            while rows := cur.fetchmany(self.page_rows):
                 yield rows
-                if len(rows) < self.page_rows:
-                    return
         finally:
             cur.close()
 
-    def _pg_copy(self, conn: Any) -> Iterator[bytes]:
-        """PostgreSQL: each page is found by its upper key, then COPYed by the server."""
-        from psycopg import sql
+    def _render_missing(self, dbapi: Any, page: Sequence[Sequence[Any]],
+                        lines: list[str | None]) -> None:
+        """Fill in the lines of rows that have none of this version, from their columns.
 
-        raw: Any = conn.connection.dbapi_connection
-        cond, params = self._filter("postgresql")
-        cond_pg = cond.replace("?", "%s")
-        bound = (f"SELECT c.end_at, c.call_id FROM billing_cdrs c WHERE {cond_pg} "
-                 "AND (c.end_at, c.call_id) > (%s, %s) ORDER BY c.end_at, c.call_id "
-                 "OFFSET %s LIMIT 1")
-        key: tuple[Any, str] = (datetime.min.replace(tzinfo=UTC), "")
-        with raw.cursor() as cur:
-            while True:
-                cur.execute(bound, (*params, *key, self.page_rows - 1))
-                upper = cur.fetchone()
-                where = sql.SQL(cond.replace("?", "{}")).format(*map(sql.Literal, params))
-                lo0, lo1 = sql.Literal(key[0]), sql.Literal(key[1])
-                page = sql.SQL(
-                    "{} WHERE {} AND c.end_at >= {} AND (c.end_at, c.call_id) > ({}, {})"
-                ).format(sql.SQL(_PG_CSV_SELECT), where, lo0, lo0, lo1)
-                if upper is not None:
-                    # The plain end_at bound lets the planner stop the index scan there;
-                    # with two row comparisons alone it scans from the start of the range.
-                    hi0, hi1 = sql.Literal(upper[0]), sql.Literal(upper[1])
-                    page = sql.SQL(
-                        "{} AND c.end_at <= {} AND (c.end_at, c.call_id) <= ({}, {})"
-                    ).format(page, hi0, hi0, hi1)
-                copy = sql.SQL("COPY ({} ORDER BY c.end_at, c.call_id) TO STDOUT "
-                               "WITH (FORMAT csv)").format(page)
-                buf: list[bytes] = []
-                size = 0
-                with cur.copy(copy) as cp:
-                    for data in cp:
-                        buf.append(bytes(data))
-                        size += len(data)
-                        self.rows += 1  # COPY sends one message per row
-                        if size >= CHUNK_BYTES:
-                            yield b"".join(buf)
-                            buf, size = [], 0
-                if buf:
-                    yield b"".join(buf)
-                if upper is None:
-                    return
-                key = (upper[0], upper[1])
+        Older rows (written before revision 0005) and rows rendered under an older
+        :data:`EXPORT_VERSION` are read again by call id, one batch per page.
+        """
+        where = {page[i][1]: i for i, line in enumerate(lines) if line is None}
+        out = _Rows()
+        for raw in _raw_rows(dbapi, self.db.dialect, list(where)):
+            out.writerow(csv_values(raw))
+            lines[where[raw[_CALL_ID]]] = out.rows.pop()[:-1]  # without the "\n"
+
+
+def _pg_pages(conn: Any, sql: str, params: Sequence[Any],
+              page_rows: int) -> Iterator[list[Sequence[Any]]]:
+    """PostgreSQL: a server-side cursor, each page asked for before the last is read.
+
+    A named cursor keeps the client's memory to a page (a plain one would load
+    every row first).  In pipeline mode the ``FETCH`` of the next page is sent
+    before this one is handed on, so the server reads and sends it meanwhile,
+    instead of waiting for the client to ask.
+    """
+    name = "billing_cdr_export"  # closed with the read transaction
+    conn.execute("SET LOCAL jit = off")  # compiling a plan this simple costs more than it saves
+    conn.execute(f"DECLARE {name} NO SCROLL CURSOR FOR {sql}", params)
+    fetch = f"FETCH FORWARD {page_rows} FROM {name}"
+    with conn.cursor() as one, conn.cursor() as two, conn.pipeline():
+        current, ahead = one, two
+        ahead.execute(fetch)
+        while True:
+            current, ahead = ahead, current
+            ahead.execute(fetch)
+            rows: list[Sequence[Any]] = current.fetchall()
+            if not rows:
+                return
+            yield rows
+
+
+def _read_ahead(chunks: Generator[bytes, None, None],
+                depth: int = READ_AHEAD) -> Iterator[bytes]:
+    """``chunks``, produced by a thread of their own up to ``depth`` chunks ahead.
+
+    So the database reading the next page (PostgreSQL's server process; SQLite's
+    B-tree steps, which release the GIL) overlaps with the consumer writing this
+    one, instead of the two taking turns.  ``chunks`` is advanced and closed in
+    that thread only, so its session and cursors never change threads; closing
+    this generator stops the thread at its next chunk and waits for it, so the
+    read transaction is over when it returns.
+    """
+    q: queue.Queue[bytes | BaseException | None] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item: bytes | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            with contextlib.closing(chunks):
+                for chunk in chunks:
+                    if not put(chunk):
+                        return
+            put(None)
+        except BaseException as exc:  # re-raised by the consumer
+            put(exc)
+
+    worker = threading.Thread(target=produce, name="cdr-export", daemon=True)
+    worker.start()
+    try:
+        while (item := q.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+def _raw_rows(dbapi: Any, dialect: str, call_ids: list[str]) -> Iterator[Sequence[Any]]:
+    """The CSV raw columns (:data:`_CSV_RAW`) of these CDRs, in no particular order."""
+    cols = _columns(_CSV_RAW, dialect)
+    cur = dbapi.cursor()
+    try:
+        if dialect == "postgresql":
+            cur.execute(f"SELECT {cols} FROM billing_cdrs c WHERE c.call_id = ANY(%s)",
+                        (call_ids,))
+            yield from cur.fetchall()
+            return
+        for i in range(0, len(call_ids), _SQLITE_IN_MAX):
+            batch = call_ids[i:i + _SQLITE_IN_MAX]
+            cur.execute(f"SELECT {cols} FROM billing_cdrs c WHERE c.call_id IN "
+                        f"({', '.join('?' * len(batch))})", batch)
+            yield from cur.fetchall()
+    finally:
+        cur.close()
+
+
+# ---------------------------------------------------------------------- verifying
+
+
+@dataclass
+class LineCheck:
+    """What :func:`check_stored_lines` found: lines compared, and the CDRs that differ."""
+
+    checked: int = 0
+    differ: list[str] = field(default_factory=list)
+
+
+def check_stored_lines(s: Session, batch: int = 1000) -> LineCheck:
+    """Compare every stored export line of the current version with its columns.
+
+    The export writes the stored line as it is, so an auditor must be able to
+    trust that it says what the record's columns say.  Pages through the table
+    by call id (the primary key), so memory does not grow with it.
+    """
+    result = LineCheck()
+    cols = _columns(_CSV_RAW, s.get_bind().dialect.name)
+    query = text(f"SELECT {cols}, c.export_csv FROM billing_cdrs c "
+                 "WHERE c.export_version = :v AND c.export_csv IS NOT NULL "
+                 "AND c.call_id > :after ORDER BY c.call_id LIMIT :n")
+    after = ""
+    while True:
+        rows = s.execute(query, {"v": EXPORT_VERSION, "after": after, "n": batch}).all()
+        for row in rows:
+            result.checked += 1
+            if row[-1] != _render(csv_values(row)):
+                result.differ.append(str(row[_CALL_ID]))
+        if len(rows) < batch:
+            return result
+        after = rows[-1][_CALL_ID]
 
 
 def write_export(export: CdrExport, out: Any) -> int:

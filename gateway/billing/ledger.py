@@ -42,6 +42,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from gateway.billing.db import Database
+from gateway.billing.export import check_stored_lines
 from gateway.billing.models import (
     ENTRY_KINDS,
     PREPAID_KINDS,
@@ -580,6 +581,7 @@ class VerifyReport:
     held_total: int = 0
     triggers_checked: int = 0
     anchors_checked: int = 0
+    cdr_lines_checked: int = 0  # stored CDR export lines compared with their columns
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -597,11 +599,13 @@ class VerifyReport:
             f"accounts: {self.accounts} ({self.system_accounts} system)",
             f"active holds: {self.active_holds}, {Money(self.held_total)} held",
             f"append-only triggers checked: {self.triggers_checked}",
+            f"CDR export lines checked: {self.cdr_lines_checked}",
         ]
         if self.anchors_checked:
             lines.append(f"anchors checked: {self.anchors_checked}")
         if self.ok:
-            lines.append("OK: hash chain intact, every entry balances, balances match postings")
+            lines.append("OK: hash chain intact, every entry balances, balances match postings, "
+                         "CDR export lines match their records")
         else:
             lines.append(f"FAILED: {len(self.problems)} problem(s)")
             lines.extend(f"  - {p}" for p in self.problems[:limit])
@@ -630,7 +634,7 @@ def _installed_triggers(session: Session, dialect: str) -> dict[str, bool]:
 def verify(
     db: Database, *, anchors: Sequence[tuple[int, str]] = (), batch: int = 1000
 ) -> VerifyReport:
-    """Recompute the chain and every balance from the journal; report, never repair."""
+    """Recompute chain and balances, re-render stored CDR lines; report, never repair."""
     report = VerifyReport(database=db.url)
     anchor_map = dict(anchors)
     with db.read() as s:
@@ -691,6 +695,12 @@ def verify(
         _verify_balances(report, s, accounts, running)
         report.active_holds = sum(1 for v in holds.values() if v > 0)
         report.held_total = sum(v for v in holds.values() if v > 0)
+        # The export writes a CDR's stored line as it is: it must say what the record says.
+        stored = check_stored_lines(s, batch)
+        report.cdr_lines_checked = stored.checked
+        for call_id in stored.differ:
+            report.problem(f"CDR {call_id!r}: its stored export line (export_csv) differs "
+                           "from the rendering of its columns")
     return report
 
 

@@ -32,7 +32,8 @@ Tables:
 ``billing_cdrs``
     One call detail record per call, written once, in the same transaction as
     the call's settlement entry (so a CDR exists exactly when the call is
-    settled).  Insert-only.
+    settled).  Insert-only.  It carries its CSV export row, rendered once when
+    it is written (``export_csv``, see :mod:`gateway.billing.export`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -264,3 +266,7 @@ class CallRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # free seconds of the daily allowance the call used, not charged (0004)
     free_seconds_used: Mapped[int] = mapped_column(Integer, server_default="0")
+    # The CSV export row, rendered once at settlement (no line end), and the version
+    # of the export's columns it was rendered with (0005); NULL on older rows.
+    export_csv: Mapped[str | None] = mapped_column(Text)
+    export_version: Mapped[int | None] = mapped_column(SmallInteger)

@@ -51,9 +51,9 @@ def test_staff_commands_on_the_embedded_sqlite_database(
     assert not database.exists()  # verify never creates a database
 
     r = gateway(config, "migrate")
-    assert r.returncode == 0 and "empty -> 0004" in r.stdout, r.stderr
+    assert r.returncode == 0 and "empty -> 0005" in r.stdout, r.stderr
     code, out, _ = cli(capsys, config, "migrate")
-    assert code == 0 and "up to date (revision 0004)" in out
+    assert code == 0 and "up to date (revision 0005)" in out
     code, out, _ = cli(capsys, config, "open-account", "--owner", "visitor:jane-doe", "--id", "A-1")
     assert code == 0 and "opened account A-1 (visitor jane-doe" in out
 
@@ -99,7 +99,7 @@ def test_staff_commands_on_the_embedded_sqlite_database(
 def test_migrate_and_verify_on_postgresql(databases: Any, tmp_path: Path) -> None:
     config = write_config(tmp_path, databases.url("postgresql"))
     r = gateway(config, "migrate")
-    assert r.returncode == 0 and "empty -> 0004" in r.stdout, r.stderr
+    assert r.returncode == 0 and "empty -> 0005" in r.stdout, r.stderr
     r = gateway(config, "verify")
     assert r.returncode == 0 and "entries: 0" in r.stdout and "triggers checked: 7" in r.stdout
 

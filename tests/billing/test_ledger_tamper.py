@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from billing.billing_scenario import build
 from sqlalchemy import Connection, select, text
 
 from gateway.billing.accounts import Accounts
@@ -24,7 +25,7 @@ from gateway.billing.models import Entry, Posting
 from gateway.billing.money import Money
 
 USD = Money.parse
-JOURNAL = ("ledger_entries", "ledger_postings", "billing_accounts")
+JOURNAL = ("ledger_entries", "ledger_postings", "billing_accounts", "billing_cdrs")
 
 
 def populate(db: Database) -> tuple[Accounts, str]:
@@ -180,3 +181,15 @@ def test_missing_or_disabled_triggers_are_reported(fresh_db: Database) -> None:
         assert "append-only trigger ledger_postings_append_only is disabled" in found
     else:
         assert "append-only trigger ledger_entries_no_update is missing" in found
+
+
+def test_an_edited_cdr_export_line_is_caught(fresh_db: Database) -> None:
+    build(fresh_db)  # a month of calls, each CDR with its export line
+    report = verify(fresh_db)
+    assert report.ok and report.cdr_lines_checked == 7, report.format()
+    # The line an export hands the auditor says less than the record does.
+    run(fresh_db, "UPDATE billing_cdrs SET export_csv = replace(export_csv, ',0.38,', "
+                  "',0.19,') WHERE call_id = 'call-may-2'")
+    found = problems(fresh_db)
+    assert "CDR 'call-may-2': its stored export line (export_csv) differs" in found
+    assert "call-may-1" not in found and "hash mismatch" not in found
