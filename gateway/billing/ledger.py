@@ -70,6 +70,10 @@ EXPECTED_TRIGGERS: Mapping[str, tuple[str, ...]] = {
         "billing_accounts_no_delete",
         "billing_accounts_no_truncate",
         "billing_accounts_identity",
+        "billing_calls_append_only",  # call records are insert-only too (0002)
+        "billing_calls_no_truncate",
+        "billing_cdrs_append_only",
+        "billing_cdrs_no_truncate",
     ),
     "sqlite": (
         "ledger_entries_no_update",
@@ -78,6 +82,10 @@ EXPECTED_TRIGGERS: Mapping[str, tuple[str, ...]] = {
         "ledger_postings_no_delete",
         "billing_accounts_no_delete",
         "billing_accounts_identity",
+        "billing_calls_no_update",
+        "billing_calls_no_delete",
+        "billing_cdrs_no_update",
+        "billing_cdrs_no_delete",
     ),
 }
 
@@ -621,7 +629,8 @@ def _installed_triggers(session: Session, dialect: str) -> dict[str, bool]:
             "SELECT t.tgname, t.tgenabled <> 'D' FROM pg_trigger t "
             "JOIN pg_class c ON c.oid = t.tgrelid "
             "WHERE NOT t.tgisinternal AND c.relname IN "
-            "('ledger_entries', 'ledger_postings', 'billing_accounts') "
+            "('ledger_entries', 'ledger_postings', 'billing_accounts', 'billing_calls', "
+            "'billing_cdrs') "
             "AND pg_table_is_visible(c.oid)"
         )).all()
     else:

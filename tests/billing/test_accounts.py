@@ -290,7 +290,8 @@ def test_cost_sharing_bills_the_agency_postpaid(
     assert e.net(a) + e.net(state) == -r.total
     assert accounts.balance(state).balance == -r.amount_for(Payer("agency", state))
     assert accounts.balance(a).balance == USD("5.00") - r.amount_for(Payer("family", a))
-    assert accounts.verify().ok  # an agency below zero is what it owes, not an error
+    rep = accounts.verify()
+    assert rep.ok, rep  # an agency below zero is what it owes, not an error
 
 
 def test_a_payer_kind_must_match_the_account(

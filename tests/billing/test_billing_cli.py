@@ -88,10 +88,12 @@ def test_staff_commands_on_the_embedded_sqlite_database(
     with sqlite3.connect(database) as conn:  # an insider edits the deposit
         conn.execute("DROP TRIGGER ledger_postings_no_update")
         conn.execute("UPDATE ledger_postings SET amount = 2500000 WHERE amount = 25000000")
+        conn.execute("DROP TRIGGER billing_cdrs_no_delete")  # and opens the CDRs to deletion
     r = gateway(config, "verify", "--anchor", anchor)
     assert r.returncode == 1
     assert "entry 1 (deposit): hash mismatch" in r.stdout
     assert "append-only trigger ledger_postings_no_update is missing" in r.stdout
+    assert "append-only trigger billing_cdrs_no_delete is missing" in r.stdout
     code, _, err = cli(capsys, config, "verify", "--anchor", "1:abc")
     assert code == 2 and "expected ID:HASH" in err
 
@@ -101,7 +103,7 @@ def test_migrate_and_verify_on_postgresql(databases: Any, tmp_path: Path) -> Non
     r = gateway(config, "migrate")
     assert r.returncode == 0 and "empty -> 0005" in r.stdout, r.stderr
     r = gateway(config, "verify")
-    assert r.returncode == 0 and "entries: 0" in r.stdout and "triggers checked: 7" in r.stdout
+    assert r.returncode == 0 and "entries: 0" in r.stdout and "triggers checked: 11" in r.stdout
 
 
 def test_an_unreachable_database_is_a_clear_error(
