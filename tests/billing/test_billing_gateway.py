@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis
 from conftest import GatewayProcess, free_port
-from interop.test_sipp import Sipp, SippRunner, run_pair
+from interop.test_sipp import Sipp, SippRunner, run_pair, sipp
 
 from gateway.billing.money import Money
 from gateway.billing.rates import Facility, RateEntry
@@ -34,6 +34,7 @@ FACILITY = Facility(id="tiny-jail", facility_type="jail", adp=20,
 INCREMENT = 5  # seconds of media per debit
 HEARTBEAT = 1
 REDIS = "redis://127.0.0.1:6379/0"
+__all__ = ["sipp"]  # the sipp fixture of the interop tests
 
 
 def config_text(port: int, uas_port: int, db_url: str, *, redis_prefix: str = "",
@@ -125,17 +126,6 @@ class Billing:
 
     def balance(self, account: str) -> str:
         return self("balance", "--account", account)
-
-
-@pytest.fixture
-def sipp(tmp_path: Path) -> Iterator[SippRunner]:
-    from conftest import require_binary
-
-    runner = SippRunner(require_binary("sipp"), tmp_path)
-    yield runner
-    for proc in runner.running:
-        proc.stop(grace=1.0)
-        proc.close()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,10 @@ from billing.test_billing_gateway import (  # the same gateway set-up, and fixtu
     rated,
     redis_prefix,
     setup_ledger,
-    sipp,
     wait_until,
 )
 from conftest import GatewayProcess, free_port
-from interop.test_sipp import SippRunner, run_pair
+from interop.test_sipp import SippRunner, run_pair, sipp
 
 from gateway.billing.money import Money
 
@@ -66,6 +66,31 @@ def nodes(tmp_path: Path) -> Iterator[Callable[[str, str], GatewayProcess]]:
         gw.stop()
 
 
+@dataclass
+class Cluster:
+    """Nodes A and B on one PostgreSQL database and one Redis prefix; fam-a holds $20."""
+
+    billing: Billing
+    a: GatewayProcess
+    b: GatewayProcess
+    text_a: str
+    port_a: int
+    uas_port: int
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, capsys: pytest.CaptureFixture[str], databases: Any,
+            redis_prefix: str, nodes: Callable[[str, str], GatewayProcess]) -> Cluster:
+    db_url = databases.url("postgresql")
+    port_a, port_b, uas_port = free_port(), free_port(), free_port()
+    text_a = node_config("billing-a", port_a, uas_port, db_url, redis_prefix)
+    text_b = node_config("billing-b", port_b, uas_port, db_url, redis_prefix)
+    (tmp_path / "gateway.toml").write_text(text_a)
+    billing = Billing(tmp_path / "gateway.toml", capsys)
+    setup_ledger(billing, {"fam-a": "20.00"})
+    return Cluster(billing, nodes("a", text_a), nodes("b", text_b), text_a, port_a, uas_port)
+
+
 def check_books(billing: Billing, cdrs: list[dict[str, Any]], deposit: str) -> None:
     spent = Money(0)
     for c in cdrs:
@@ -77,18 +102,10 @@ def check_books(billing: Billing, cdrs: list[dict[str, Any]], deposit: str) -> N
 
 
 def test_a_killed_node_s_calls_are_settled_by_another_node_without_waiting_for_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], sipp: SippRunner,
-    nodes: Callable[[str, str], GatewayProcess], databases: Any, redis_prefix: str,
+    sipp: SippRunner, cluster: Cluster, nodes: Callable[[str, str], GatewayProcess],
 ) -> None:
-    db_url = databases.url("postgresql")
-    port_a, port_b, uas_port = free_port(), free_port(), free_port()
-    text_a = node_config("billing-a", port_a, uas_port, db_url, redis_prefix)
-    text_b = node_config("billing-b", port_b, uas_port, db_url, redis_prefix)
-    (tmp_path / "gateway.toml").write_text(text_a)
-    billing = Billing(tmp_path / "gateway.toml", capsys)
-    setup_ledger(billing, {"fam-a": "20.00"})
-    a = nodes("a", text_a)
-    b = nodes("b", text_b)
+    billing, a, b = cluster.billing, cluster.a, cluster.b
+    port_a, uas_port = cluster.port_a, cluster.uas_port
 
     uas = sipp.uas(str(INTEROP / "uas_call.xml"), uas_port, 2)
     t0 = time.monotonic()
@@ -123,7 +140,7 @@ def test_a_killed_node_s_calls_are_settled_by_another_node_without_waiting_for_i
     check_books(billing, cdrs, "20.00")
 
     # A, back, finds nothing of its own left open; nothing is settled twice.
-    a2 = nodes("a", text_a)
+    a2 = nodes("a", cluster.text_a)
     a2.wait_for("billing: recovered 0 open call(s)", timeout=15)
     assert len(billing.cdrs()) == 2
     for gw in (a2, b):
@@ -131,18 +148,10 @@ def test_a_killed_node_s_calls_are_settled_by_another_node_without_waiting_for_i
 
 
 def test_a_node_that_hung_finds_its_call_settled_elsewhere_and_ends_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], sipp: SippRunner,
-    nodes: Callable[[str, str], GatewayProcess], databases: Any, redis_prefix: str,
+    sipp: SippRunner, cluster: Cluster, nodes: Callable[[str, str], GatewayProcess],
 ) -> None:
-    db_url = databases.url("postgresql")
-    port_a, port_b, uas_port = free_port(), free_port(), free_port()
-    text_a = node_config("billing-a", port_a, uas_port, db_url, redis_prefix)
-    text_b = node_config("billing-b", port_b, uas_port, db_url, redis_prefix)
-    (tmp_path / "gateway.toml").write_text(text_a)
-    billing = Billing(tmp_path / "gateway.toml", capsys)
-    setup_ledger(billing, {"fam-a": "20.00"})
-    a = nodes("a", text_a)
-    b = nodes("b", text_b)
+    billing, a, b = cluster.billing, cluster.a, cluster.b
+    port_a, uas_port = cluster.port_a, cluster.uas_port
 
     uas = sipp.uas(str(INTEROP / "uas_call.xml"), uas_port, 1)
     t0 = time.monotonic()
